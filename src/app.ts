@@ -1,0 +1,129 @@
+// Owns assembling a running Sluice from a validated configuration: the upstream (given, or the
+// embedded PostgreSQL), the pools, the listener, and stopping them all in order.
+import os from 'node:os';
+import path from 'node:path';
+import type { SluiceConfig } from './config/schema.js';
+import { loadUsers } from './config/users.js';
+import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded-postgres.js';
+import { logger } from './observe/logger.js';
+import { PoolManager, type UpstreamEndpoint } from './pool/pool-manager.js';
+import { ProxyServer } from './server/proxy-server.js';
+
+export interface RunningSluice {
+  host: string;
+  port: number;
+  /** What a client should connect with (psql accepts it as is). */
+  connectionString: string;
+  upstream: UpstreamEndpoint & { database: string };
+  embedded: RunningPostgres | undefined;
+  proxy: ProxyServer;
+  pools: PoolManager;
+  /** Graceful: let transactions finish up to shutdown_timeout, then close. */
+  stop(): Promise<void>;
+}
+
+export function parseUpstreamUrl(url: string): UpstreamEndpoint & { database: string } {
+  const u = new URL(url);
+  return {
+    host: u.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
+    port: u.port ? Number(u.port) : 5432,
+    user: decodeURIComponent(u.username) || 'postgres',
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
+  };
+}
+
+function splitHostPort(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
+}
+
+/** Where `npm start` keeps the embedded cluster: a directory the `postgres` user can reach. */
+export function defaultEmbeddedDataDir(): string {
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
+  return path.join(os.tmpdir(), `sluice-embedded-${uid}`, 'data');
+}
+
+export async function startSluice(config: SluiceConfig): Promise<RunningSluice> {
+  logger.level = config.log_level;
+  const users = loadUsers(config.users, config.users_file);
+  let embedded: RunningPostgres | undefined;
+  let upstreamUrl = config.upstream;
+  if (!upstreamUrl) {
+    embedded = await startEmbeddedPostgres({
+      persistent: true,
+      dataDir: config.embedded.data_dir ?? defaultEmbeddedDataDir(),
+      port: config.embedded.port,
+    });
+    upstreamUrl = embedded.url;
+  }
+  const upstream = parseUpstreamUrl(upstreamUrl);
+  // Without a users list, the upstream's own user may log in with the upstream's password.
+  if (upstream.password !== undefined && !users.has(upstream.user) && config.auth !== 'trust') {
+    users.set(upstream.user, upstream.password);
+  }
+  const passwordOf = (user: string) => users.get(user);
+  const pools = new PoolManager({
+    upstream,
+    settings: {
+      size: config.pool_size,
+      minSize: config.min_pool_size,
+      idleTimeoutMs: config.server_idle_timeout * 1000,
+      lifetimeMs: config.server_lifetime * 1000,
+      queryWaitTimeoutMs: config.query_wait_timeout * 1000,
+      resetQuery:
+        config.pool_mode === 'session' && config.server_reset_query !== '' ? config.server_reset_query : null,
+    },
+    connectTimeoutMs: config.server_connect_timeout * 1000,
+    maxMessageBytes: config.max_message_bytes,
+    // Only a plaintext password can be replayed upstream; hashes and verifiers cannot.
+    upstreamPasswordFor: (user) => {
+      const stored = users.get(user);
+      return stored === undefined || /^md5[0-9a-f]{32}$/.test(stored) || stored.startsWith('SCRAM-SHA-256$')
+        ? undefined
+        : stored;
+    },
+  });
+  const listen = splitHostPort(config.listen);
+  const proxy = new ProxyServer({
+    host: listen.host,
+    port: listen.port,
+    auth: config.auth,
+    poolMode: config.pool_mode,
+    maxClientConnections: config.max_client_conn,
+    maxMessageBytes: config.max_message_bytes,
+    loginTimeoutMs: config.client_login_timeout * 1000,
+    passwordOf,
+    pools,
+  });
+  let address: { host: string; port: number };
+  try {
+    address = await proxy.listen();
+  } catch (err) {
+    pools.close();
+    await embedded?.stop();
+    throw err;
+  }
+  const hostForUrl = address.host.includes(':') ? `[${address.host}]` : address.host;
+  const clientPassword = config.auth === 'trust' ? undefined : users.get(upstream.user);
+  const credentials =
+    clientPassword && embedded ? `${upstream.user}:${encodeURIComponent(clientPassword)}` : upstream.user;
+  const connectionString = `postgres://${credentials}@${hostForUrl}:${address.port}/${upstream.database}`;
+  let stopping: Promise<void> | undefined;
+  return {
+    host: address.host,
+    port: address.port,
+    connectionString,
+    upstream,
+    embedded,
+    proxy,
+    pools,
+    stop() {
+      stopping ??= (async () => {
+        await proxy.shutdown(config.shutdown_timeout * 1000);
+        await embedded?.stop();
+      })();
+      return stopping;
+    },
+  };
+}

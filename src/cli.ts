@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+// Owns the command line: parses flags with commander and hands them to the config loader and
+// startSluice. No logic lives here beyond wiring and signal handling.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { startSluice } from './app.js';
+import { ConfigError, loadConfig } from './config/load.js';
+import { logger } from './observe/logger.js';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+const program = new Command()
+  .name('sluice')
+  .description('PostgreSQL wire-protocol proxy: pooling, query-aware caching, rules, metrics');
+
+program
+  .command('serve')
+  .description('run the proxy (with no upstream: start an embedded PostgreSQL and proxy to it)')
+  .option('--config <file>', 'YAML configuration file (env: SLUICE_CONFIG)')
+  .option('--listen <host:port>', 'where clients connect (default 127.0.0.1:6432; env: SLUICE_LISTEN)')
+  .option('--upstream <url>', 'postgres://user[:password]@host:port/database (env: SLUICE_UPSTREAM)')
+  .addOption(
+    new Option('--auth <method>', 'client authentication (default scram-sha-256; env: SLUICE_AUTH)').choices([
+      'trust',
+      'md5',
+      'scram-sha-256',
+    ]),
+  )
+  .option('--users-file <file>', 'userlist.txt with "user" "password" lines (env: SLUICE_USERS_FILE)')
+  .addOption(
+    new Option('--pool-mode <mode>', 'default transaction (env: SLUICE_POOL_MODE)').choices([
+      'session',
+      'transaction',
+      'statement',
+    ]),
+  )
+  .option(
+    '--pool-size <n>',
+    'server connections per (database, user) (default 20; env: SLUICE_POOL_SIZE)',
+    positiveInt,
+  )
+  .option(
+    '--max-client-conn <n>',
+    'client connection limit (default 1000; env: SLUICE_MAX_CLIENT_CONN)',
+    positiveInt,
+  )
+  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env: SLUICE_LOG_LEVEL)')
+  .action(async (flags: Record<string, unknown>) => {
+    let config: ReturnType<typeof loadConfig>;
+    try {
+      config = loadConfig({
+        file: (flags.config as string | undefined) ?? process.env.SLUICE_CONFIG,
+        flags: {
+          listen: flags.listen,
+          upstream: flags.upstream,
+          auth: flags.auth,
+          users_file: flags.usersFile,
+          pool_mode: flags.poolMode,
+          pool_size: flags.poolSize,
+          max_client_conn: flags.maxClientConn,
+          log_level: flags.logLevel,
+        },
+      });
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`sluice: invalid configuration:\n${err.message}\n`);
+        process.exit(2);
+      }
+      throw err;
+    }
+    const sluice = await startSluice(config);
+    logger.info(
+      {
+        listen: `${sluice.host}:${sluice.port}`,
+        upstream: `${sluice.upstream.host}:${sluice.upstream.port}`,
+        mode: config.pool_mode,
+      },
+      'sluice is listening',
+    );
+    process.stdout.write(`Sluice is ready. Connect with:\n  psql "${sluice.connectionString}"\n`);
+    let signals = 0;
+    const stop = (signal: string) => {
+      signals++;
+      if (signals > 1) {
+        logger.warn({ signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      logger.info({ signal }, 'shutting down');
+      sluice.stop().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  logger.error({ err }, 'sluice failed');
+  process.exitCode = 1;
+});

@@ -1,0 +1,83 @@
+// Owns the shape of Sluice's configuration: every key, its default and its validation (zod).
+// Keys are snake_case as ops write them in YAML; each also maps to a SLUICE_<KEY> variable.
+import { z } from 'zod';
+
+const seconds = z.number().nonnegative();
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT, e.g. 127.0.0.1:6432')
+  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
+
+const upstreamUrl = z
+  .string()
+  .refine((s) => /^postgres(ql)?:\/\//.test(s), 'expected postgres://user[:password]@host:port/database')
+  .refine((s) => URL.canParse(s), 'not a valid URL');
+
+export const userSchema = z
+  .object({
+    name: z.string().min(1),
+    /** Plaintext, an md5 hash ("md5" + 32 hex) or a SCRAM-SHA-256 verifier as in pg_authid. */
+    password: z.string().min(1),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    listen: hostPort.default('127.0.0.1:6432'),
+    /** Absent: start the embedded PostgreSQL and proxy to it. */
+    upstream: upstreamUrl.optional(),
+    auth: z.enum(['trust', 'md5', 'scram-sha-256']).default('scram-sha-256'),
+    users: z.array(userSchema).default([]),
+    /** PgBouncer userlist.txt format: `"user" "password"` per line. */
+    users_file: z.string().optional(),
+    pool_mode: z.enum(['session', 'transaction', 'statement']).default('transaction'),
+    pool_size: z.number().int().positive().default(20),
+    min_pool_size: z.number().int().nonnegative().default(0),
+    server_idle_timeout: seconds.default(600),
+    server_lifetime: seconds.default(3600),
+    server_connect_timeout: seconds.default(15),
+    query_wait_timeout: seconds.default(120),
+    max_client_conn: z.number().int().positive().default(1000),
+    /** PostgreSQL itself refuses messages over 1 GiB; lower it to bound what one client can send. */
+    max_message_bytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(2 ** 30)
+      .default(2 ** 30),
+    client_login_timeout: seconds.default(60),
+    shutdown_timeout: seconds.default(30),
+    server_reset_query: z.string().default('DISCARD ALL'),
+    log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    embedded: z
+      .object({
+        data_dir: z.string().optional(),
+        port: z.number().int().min(0).max(65535).default(0),
+      })
+      .strict()
+      .default({ port: 0 }),
+  })
+  .strict()
+  .refine((c) => c.min_pool_size <= c.pool_size, {
+    message: 'min_pool_size must not exceed pool_size',
+    path: ['min_pool_size'],
+  });
+
+export type SluiceConfig = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+export type UserEntry = z.infer<typeof userSchema>;
+
+/** Top-level keys whose values come from the environment as numbers rather than strings. */
+export const numericKeys = new Set([
+  'pool_size',
+  'min_pool_size',
+  'server_idle_timeout',
+  'server_lifetime',
+  'server_connect_timeout',
+  'query_wait_timeout',
+  'max_client_conn',
+  'max_message_bytes',
+  'client_login_timeout',
+  'shutdown_timeout',
+]);

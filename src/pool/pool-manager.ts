@@ -1,0 +1,73 @@
+// Owns the set of pools keyed by (database, user), how each one reaches the upstream, and the
+// periodic upkeep timer that drives their timeouts.
+import { Pool, type PoolSettings, type PoolStats } from './pool.js';
+import type { UpstreamTarget } from './server-connection.js';
+
+export interface UpstreamEndpoint {
+  host: string;
+  port: number;
+  /** The upstream URL's own user and password: used when a client logs in as that user. */
+  user: string;
+  password: string | undefined;
+}
+
+export interface PoolManagerOptions {
+  upstream: UpstreamEndpoint;
+  settings: PoolSettings;
+  connectTimeoutMs: number;
+  maxMessageBytes: number;
+  /** Plaintext password Sluice may use upstream for this user, when it knows one. */
+  upstreamPasswordFor(user: string): string | undefined;
+}
+
+const TICK_MS = 100;
+
+export class PoolManager {
+  private readonly pools = new Map<string, Pool>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly options: PoolManagerOptions) {
+    this.timer = setInterval(() => this.tick(), TICK_MS);
+    this.timer.unref();
+  }
+
+  get upstream(): UpstreamEndpoint {
+    return this.options.upstream;
+  }
+
+  get(database: string, user: string): Pool {
+    const key = `${database}\0${user}`;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      const { upstream } = this.options;
+      const target: UpstreamTarget = {
+        host: upstream.host,
+        port: upstream.port,
+        database,
+        user,
+        password:
+          this.options.upstreamPasswordFor(user) ?? (user === upstream.user ? upstream.password : undefined),
+        startupParameters: {},
+        connectTimeoutMs: this.options.connectTimeoutMs,
+        maxMessageBytes: this.options.maxMessageBytes,
+      };
+      pool = new Pool(database, user, target, this.options.settings);
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  stats(): PoolStats[] {
+    return [...this.pools.values()].map((p) => p.stats());
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    for (const pool of this.pools.values()) pool.close();
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    for (const pool of this.pools.values()) pool.tick(now);
+  }
+}

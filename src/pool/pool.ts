@@ -1,0 +1,234 @@
+// Owns the server connections of one (database, user) pair: idle stack, connection creation up
+// to the size limit, a FIFO of waiting clients with a wait deadline, lifetime and idle expiry.
+// Acquire and release are callback-based and allocation-free because transaction pooling calls
+// them once per transaction.
+import { logger } from '../observe/logger.js';
+import { ProxyError } from '../protocol/proxy-error.js';
+import { SqlState } from '../protocol/sqlstate.js';
+import { ServerConnection, type UpstreamTarget } from './server-connection.js';
+
+export interface PoolSettings {
+  size: number;
+  minSize: number;
+  idleTimeoutMs: number;
+  lifetimeMs: number;
+  queryWaitTimeoutMs: number;
+  /** Run before an idle server is reused by another client (session mode), or null. */
+  resetQuery: string | null;
+}
+
+/** A client waiting for a server connection. */
+export interface PoolWaiter {
+  onServerAcquired(server: ServerConnection): void;
+  onAcquireFailed(err: Error): void;
+}
+
+interface QueuedWaiter {
+  waiter: PoolWaiter;
+  deadline: number;
+}
+
+export interface PoolStats {
+  database: string;
+  user: string;
+  active: number;
+  idle: number;
+  connecting: number;
+  waiting: number;
+  maxWaitMs: number;
+}
+
+export class Pool {
+  private readonly idle: ServerConnection[] = [];
+  private readonly waiting: QueuedWaiter[] = [];
+  private total = 0;
+  private connecting = 0;
+  /** ParameterStatus values of the first server: what clients are told at login. */
+  serverParameters: Map<string, string> | undefined;
+  private everConnected = false;
+
+  constructor(
+    readonly database: string,
+    readonly user: string,
+    private readonly target: UpstreamTarget,
+    private readonly settings: PoolSettings,
+  ) {}
+
+  /** Calls `waiter.onServerAcquired` now if a server is free, later otherwise. */
+  acquire(waiter: PoolWaiter): void {
+    const server = this.takeIdle();
+    if (server) {
+      waiter.onServerAcquired(server);
+      return;
+    }
+    this.waiting.push({ waiter, deadline: Date.now() + this.settings.queryWaitTimeoutMs });
+    this.maybeConnect();
+  }
+
+  /** Withdraws a waiter that went away before it was served. */
+  cancelWait(waiter: PoolWaiter): void {
+    const i = this.waiting.findIndex((q) => q.waiter === waiter);
+    if (i >= 0) this.waiting.splice(i, 1);
+  }
+
+  /**
+   * Returns a server. `clean` is false when the client left it mid-transaction or mid-protocol:
+   * then it is closed, never handed to anyone else.
+   */
+  release(server: ServerConnection, clean: boolean): void {
+    server.detach();
+    if (!clean || server.closed || Date.now() - server.createdAt > this.settings.lifetimeMs) {
+      this.discard(server);
+      return;
+    }
+    if (this.settings.resetQuery !== null) {
+      const started = server.runInternal(this.settings.resetQuery, 10_000);
+      started.then(
+        () => this.returnToService(server),
+        (err: Error) => {
+          logger.warn({ server: server.id, err: err.message }, 'server reset failed; closing it');
+          this.discard(server);
+        },
+      );
+      return;
+    }
+    this.returnToService(server);
+  }
+
+  /** Resolves the server's ParameterStatus values, connecting once if no server ever has. */
+  parametersForLogin(): Promise<Map<string, string>> {
+    if (this.serverParameters) return Promise.resolve(this.serverParameters);
+    return new Promise((resolve, reject) => {
+      this.acquire({
+        onServerAcquired: (server) => {
+          this.release(server, true);
+          resolve(this.serverParameters ?? server.parameters);
+        },
+        onAcquireFailed: reject,
+      });
+    });
+  }
+
+  stats(): PoolStats {
+    const now = Date.now();
+    return {
+      database: this.database,
+      user: this.user,
+      active: this.total - this.idle.length - this.connecting,
+      idle: this.idle.length,
+      connecting: this.connecting,
+      waiting: this.waiting.length,
+      maxWaitMs:
+        this.waiting.length > 0 ? now - (this.waiting[0]!.deadline - this.settings.queryWaitTimeoutMs) : 0,
+    };
+  }
+
+  /** Periodic upkeep: wait deadlines, idle and lifetime expiry, min pool size. */
+  tick(now: number): void {
+    while (this.waiting.length > 0 && this.waiting[0]!.deadline <= now) {
+      const { waiter } = this.waiting.shift()!;
+      waiter.onAcquireFailed(
+        new ProxyError(
+          SqlState.QueryCanceled,
+          'query_wait_timeout: no server connection became free in time',
+          {
+            hint: 'the pool is saturated; raise pool_size or query_wait_timeout, or look for long transactions',
+          },
+        ),
+      );
+    }
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const server = this.idle[i]!;
+      const expired = now - server.createdAt > this.settings.lifetimeMs;
+      const idleTooLong =
+        now - server.lastUsedAt > this.settings.idleTimeoutMs && this.total > this.settings.minSize;
+      if (expired || idleTooLong || server.closed) {
+        this.idle.splice(i, 1);
+        this.discard(server);
+      }
+    }
+    if (this.everConnected) {
+      while (this.total < this.settings.minSize) this.connectOne();
+    }
+  }
+
+  close(): void {
+    for (const server of this.idle.splice(0)) this.discard(server);
+    for (const { waiter } of this.waiting.splice(0)) {
+      waiter.onAcquireFailed(
+        new ProxyError(SqlState.AdminShutdown, 'pool is shutting down', { severity: 'FATAL' }),
+      );
+    }
+  }
+
+  private takeIdle(): ServerConnection | undefined {
+    const now = Date.now();
+    let server = this.idle.pop();
+    while (server && (server.closed || now - server.createdAt > this.settings.lifetimeMs)) {
+      this.discard(server);
+      server = this.idle.pop();
+    }
+    return server;
+  }
+
+  private returnToService(server: ServerConnection): void {
+    if (server.closed) {
+      this.total--;
+      this.maybeConnect();
+      return;
+    }
+    const next = this.waiting.shift();
+    if (next) {
+      next.waiter.onServerAcquired(server);
+      return;
+    }
+    this.idle.push(server);
+  }
+
+  private discard(server: ServerConnection): void {
+    server.onClosed = undefined;
+    server.close();
+    this.total--;
+    this.maybeConnect();
+  }
+
+  /** Opens connections while clients wait and the pool has room (beyond those already opening). */
+  private maybeConnect(): void {
+    while (this.waiting.length > this.connecting && this.total < this.settings.size) this.connectOne();
+  }
+
+  private connectOne(): void {
+    this.total++;
+    this.connecting++;
+    ServerConnection.connect(this.target).then(
+      (server) => {
+        this.connecting--;
+        this.everConnected = true;
+        if (!this.serverParameters) this.serverParameters = new Map(server.parameters);
+        server.onClosed = (s) => this.onIdleServerClosed(s);
+        this.returnToService(server);
+      },
+      (err: Error) => {
+        this.connecting--;
+        this.total--;
+        logger.warn(
+          { database: this.database, user: this.user, err: err.message },
+          'server connection failed',
+        );
+        // One failed attempt fails one waiter; the others keep waiting for the next attempt.
+        const next = this.waiting.shift();
+        next?.waiter.onAcquireFailed(err);
+        this.maybeConnect();
+      },
+    );
+  }
+
+  private onIdleServerClosed(server: ServerConnection): void {
+    const i = this.idle.indexOf(server);
+    if (i >= 0) {
+      this.idle.splice(i, 1);
+      this.total--;
+      this.maybeConnect();
+    }
+  }
+}

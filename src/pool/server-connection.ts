@@ -1,0 +1,430 @@
+// Owns one connection to the upstream PostgreSQL: connecting and authenticating as a frontend
+// (trust, cleartext, md5, SCRAM-SHA-256), then forwarding its byte stream to whichever client
+// currently owns it while peeking only at ReadyForQuery, ParameterStatus, ErrorResponse and the
+// COPY responses. It knows nothing about clients beyond the ServerOwner interface.
+import { connect, type Socket } from 'node:net';
+import { serialize } from 'pg-protocol';
+import { logger } from '../observe/logger.js';
+import {
+  AuthCode,
+  BackendType,
+  createErrorResponse,
+  decodeErrorFields,
+  decodeParameterStatus,
+  peekTransactionStatus,
+} from '../protocol/backend-messages.js';
+import { type FrameHandler, FrameReader, inspectTable } from '../protocol/frame-reader.js';
+import { md5Response } from '../protocol/md5-auth.js';
+import { ProxyError } from '../protocol/proxy-error.js';
+import { ScramClientSession } from '../protocol/scram.js';
+import { SqlState } from '../protocol/sqlstate.js';
+
+export interface UpstreamTarget {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string | undefined;
+  /** Extra startup parameters (e.g. client_encoding) sent on every new server connection. */
+  startupParameters: Record<string, string>;
+  connectTimeoutMs: number;
+  maxMessageBytes: number;
+}
+
+/** What a ServerConnection forwards to while a client owns it. */
+export interface ServerOwner {
+  /** Bytes from the server for the client; false means the client is full: pause the server. */
+  writeToClient(chunk: Buffer): boolean;
+  /**
+   * A ReadyForQuery arrived with this transaction status (0x49 'I', 0x54 'T', 0x45 'E'). Returns
+   * true when the owner lets go of the server right after this frame has been forwarded.
+   */
+  onReadyForQuery(status: number): boolean;
+  /** Called after the last byte up to the releasing ReadyForQuery went to the client. */
+  onServerReleasable(server: ServerConnection): void;
+  onCopyInResponse(): void;
+  onServerError(fatal: boolean): void;
+  onServerParameterStatus(name: string, value: string): void;
+  /** The server connection died while owned (socket error or close). */
+  onServerLost(server: ServerConnection, err: Error | undefined): void;
+}
+
+/** The upstream refused us during the handshake: forward its ErrorResponse to the client. */
+export class UpstreamRejectedError extends Error {
+  constructor(
+    readonly errorResponse: Buffer,
+    readonly fields: Record<string, string>,
+  ) {
+    super(fields.M ?? 'upstream rejected the connection');
+    this.name = 'UpstreamRejectedError';
+  }
+
+  get sqlState(): string | undefined {
+    return this.fields.C;
+  }
+}
+
+// Frames the handshake must decode; after it, only these need whole frames in one buffer.
+const HANDSHAKE_INSPECT = inspectTable('RSKZEvN');
+const FORWARD_INSPECT = inspectTable('ZSEG');
+
+const STATUS_IDLE = 0x49; // 'I'
+
+let nextServerId = 1;
+
+export class ServerConnection implements FrameHandler {
+  readonly id = nextServerId++;
+  readonly createdAt = Date.now();
+  lastUsedAt = Date.now();
+  readonly parameters = new Map<string, string>();
+  backendProcessId = 0;
+  backendSecretKey = 0;
+  /** Last ReadyForQuery status byte: 'I' idle, 'T' in transaction, 'E' failed transaction. */
+  transactionStatus = STATUS_IDLE;
+  closed = false;
+
+  private owner: ServerOwner | null = null;
+  private releasing: ServerOwner | null = null;
+  private readonly reader: FrameReader;
+  private runStart = 0;
+  private paused = false;
+
+  private constructor(
+    readonly socket: Socket,
+    readonly target: UpstreamTarget,
+  ) {
+    this.reader = new FrameReader(FORWARD_INSPECT, target.maxMessageBytes);
+  }
+
+  static async connect(target: UpstreamTarget): Promise<ServerConnection> {
+    const socket = connect({ host: target.host, port: target.port, noDelay: true });
+    const server = new ServerConnection(socket, target);
+    await server.handshake();
+    return server;
+  }
+
+  get isOwned(): boolean {
+    return this.owner !== null;
+  }
+
+  /** Hands the connection to a client: from now on its bytes go to `owner`. */
+  attach(owner: ServerOwner): void {
+    this.owner = owner;
+    this.lastUsedAt = Date.now();
+    if (this.paused) this.resume();
+  }
+
+  detach(): void {
+    this.owner = null;
+    this.releasing = null;
+    this.lastUsedAt = Date.now();
+    if (this.paused) this.resume();
+  }
+
+  write(chunk: Buffer): boolean {
+    return this.socket.write(chunk);
+  }
+
+  pause(): void {
+    if (!this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    }
+  }
+
+  resume(): void {
+    if (this.paused) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** Closes the connection, sending Terminate first when the socket is still writable. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.socket.writable) this.socket.end(serialize.end());
+    this.socket.destroy();
+  }
+
+  /** Sends a query outside any client (e.g. the reset query) and resolves at ReadyForQuery. */
+  runInternal(sql: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let failed: Error | undefined;
+      const timer = setTimeout(() => finish(new Error(`"${sql}" timed out`)), timeoutMs);
+      const finish = (err?: Error) => {
+        clearTimeout(timer);
+        if (this.owner === internal) this.owner = null;
+        if (err) reject(err);
+        else resolve();
+      };
+      const internal: ServerOwner = {
+        writeToClient: () => true,
+        onReadyForQuery: () => false,
+        onServerReleasable: () => {},
+        onCopyInResponse: () => {
+          failed = new Error(`"${sql}" asked for COPY data`);
+        },
+        onServerError: () => {
+          failed = new Error(`"${sql}" failed`);
+        },
+        onServerParameterStatus: () => {},
+        onServerLost: (_s, err) => finish(err ?? new Error('server connection lost')),
+      };
+      internal.onReadyForQuery = () => {
+        queueMicrotask(() => finish(failed));
+        return false;
+      };
+      this.owner = internal;
+      this.socket.write(serialize.query(sql));
+    });
+  }
+
+  // ---- forwarding (after the handshake) -------------------------------------------------------
+
+  onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    switch (type) {
+      case BackendType.ReadyForQuery: {
+        const status = peekTransactionStatus(buf, start);
+        this.transactionStatus = status;
+        const owner = this.owner;
+        if (owner?.onReadyForQuery(status)) {
+          // Forward through this frame, then stop: later bytes belong to no client.
+          if (end > this.runStart) owner.writeToClient(buf.subarray(this.runStart, end));
+          this.runStart = end;
+          this.owner = null;
+          this.releasing = owner;
+        }
+        return;
+      }
+      case BackendType.ParameterStatus: {
+        const param = decodeParameterStatus(buf, start, end);
+        if (param) {
+          this.parameters.set(param[0], param[1]);
+          this.owner?.onServerParameterStatus(param[0], param[1]);
+        }
+        return;
+      }
+      case BackendType.ErrorResponse: {
+        const fields = decodeErrorFields(buf, start, end);
+        const fatal = fields.S === 'FATAL' || fields.S === 'PANIC';
+        if (!this.owner) {
+          logger.warn(
+            { server: this.id, code: fields.C, message: fields.M },
+            'idle server connection reported an error',
+          );
+        }
+        this.owner?.onServerError(fatal);
+        return;
+      }
+      case BackendType.CopyInResponse:
+        this.owner?.onCopyInResponse();
+        return;
+    }
+  }
+
+  onChunkEnd(buf: Buffer, forwardable: number): void {
+    const owner = this.owner;
+    if (owner) {
+      if (forwardable > this.runStart) {
+        const chunk =
+          this.runStart === 0 && forwardable === buf.length ? buf : buf.subarray(this.runStart, forwardable);
+        if (!owner.writeToClient(chunk)) this.pause();
+      }
+    } else if (forwardable > this.runStart && !this.releasing) {
+      logger.debug(
+        { server: this.id, bytes: forwardable - this.runStart },
+        'dropped bytes from an unowned server',
+      );
+    }
+    this.runStart = 0;
+    const releasing = this.releasing;
+    if (releasing) {
+      this.releasing = null;
+      releasing.onServerReleasable(this);
+    }
+  }
+
+  onBadLength(_buf: Buffer, _start: number, length: number): void {
+    logger.error({ server: this.id, length }, 'upstream sent a message with an invalid length; closing it');
+    const owner = this.owner;
+    this.close();
+    owner?.onServerLost(this, new Error(`upstream sent invalid message length ${length}`));
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.reader.read(chunk, this);
+  };
+
+  private readonly onClose = (): void => {
+    const wasClosed = this.closed;
+    this.closed = true;
+    const owner = this.owner ?? this.releasing;
+    this.owner = null;
+    this.releasing = null;
+    if (owner) owner.onServerLost(this, wasClosed ? undefined : new Error('server closed the connection'));
+    this.onClosed?.(this);
+  };
+
+  /** Set by the pool to learn when an idle connection goes away. */
+  onClosed: ((server: ServerConnection) => void) | undefined;
+
+  // ---- handshake --------------------------------------------------------------------------------
+
+  private handshake(): Promise<void> {
+    const { target, socket } = this;
+    return new Promise<void>((resolve, reject) => {
+      const reader = new FrameReader(HANDSHAKE_INSPECT, target.maxMessageBytes);
+      let scram: ScramClientSession | undefined;
+      let settled = false;
+      const timer = setTimeout(
+        () =>
+          fail(
+            new ProxyError(
+              SqlState.ConnectionFailure,
+              `timeout connecting to upstream ${target.host}:${target.port}`,
+              { severity: 'FATAL' },
+            ),
+          ),
+        target.connectTimeoutMs,
+      );
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.off('data', onHandshakeData);
+        this.closed = true;
+        socket.destroy();
+        reject(err);
+      };
+      const done = () => {
+        settled = true;
+        clearTimeout(timer);
+        socket.off('data', onHandshakeData);
+        socket.off('error', onError);
+        socket.on('error', (err) =>
+          logger.debug({ server: this.id, err: err.message }, 'server socket error'),
+        );
+        socket.on('data', this.onData);
+        socket.on('close', this.onClose);
+        resolve();
+      };
+      const onError = (err: Error) =>
+        fail(
+          new ProxyError(
+            SqlState.ConnectionFailure,
+            `could not connect to upstream ${target.host}:${target.port}: ${err.message}`,
+            {
+              severity: 'FATAL',
+            },
+          ),
+        );
+      const handler: FrameHandler = {
+        onFrame: (type, buf, start, end) => {
+          if (settled) return;
+          try {
+            handleFrame(type, buf, start, end);
+          } catch (err) {
+            fail(err as Error);
+          }
+        },
+        onChunkEnd: () => {},
+        onBadLength: (_b, _s, length) => fail(new Error(`upstream sent invalid message length ${length}`)),
+      };
+      const handleFrame = (type: number, buf: Buffer, start: number, end: number) => {
+        switch (type) {
+          case BackendType.Authentication:
+            return handleAuth(buf, start, end);
+          case BackendType.ParameterStatus: {
+            const param = decodeParameterStatus(buf, start, end);
+            if (param) this.parameters.set(param[0], param[1]);
+            return;
+          }
+          case BackendType.BackendKeyData:
+            this.backendProcessId = buf.readInt32BE(start + 5);
+            this.backendSecretKey = buf.readInt32BE(start + 9);
+            return;
+          case BackendType.ReadyForQuery:
+            this.transactionStatus = peekTransactionStatus(buf, start);
+            return done();
+          case BackendType.ErrorResponse: {
+            const bytes = Buffer.from(buf.subarray(start, end));
+            return fail(new UpstreamRejectedError(bytes, decodeErrorFields(buf, start, end)));
+          }
+          case BackendType.NegotiateProtocolVersion:
+          case BackendType.NoticeResponse:
+            return;
+          default:
+            throw new Error(`unexpected message type ${String.fromCharCode(type)} during upstream login`);
+        }
+      };
+      const needPassword = (): string => {
+        if (target.password === undefined) {
+          throw new UpstreamRejectedError(
+            createErrorResponse({
+              severity: 'FATAL',
+              code: SqlState.InvalidPassword,
+              message: `upstream asked for a password for user "${target.user}" and Sluice has none`,
+              hint: 'give the password in the upstream URL or the users list',
+            }),
+            { S: 'FATAL', C: SqlState.InvalidPassword, M: 'no password for upstream' },
+          );
+        }
+        return target.password;
+      };
+      const handleAuth = (buf: Buffer, start: number, end: number) => {
+        const code = buf.readInt32BE(start + 5);
+        switch (code) {
+          case AuthCode.Ok:
+            return;
+          case AuthCode.CleartextPassword:
+            socket.write(serialize.password(needPassword()));
+            return;
+          case AuthCode.MD5Password: {
+            const salt = buf.subarray(start + 9, start + 13);
+            socket.write(serialize.password(md5Response(target.user, needPassword(), salt)));
+            return;
+          }
+          case AuthCode.SASL: {
+            const mechanisms = buf.toString('utf8', start + 9, end).split('\0');
+            if (!mechanisms.includes('SCRAM-SHA-256')) {
+              throw new Error(`upstream offers no supported SASL mechanism (${mechanisms.join(', ')})`);
+            }
+            scram = new ScramClientSession(needPassword());
+            socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
+            return;
+          }
+          case AuthCode.SASLContinue:
+            if (!scram) throw new Error('SASLContinue before SASL');
+            socket.write(
+              serialize.sendSCRAMClientFinalMessage(
+                scram.handleServerFirst(buf.toString('utf8', start + 9, end)),
+              ),
+            );
+            return;
+          case AuthCode.SASLFinal:
+            if (!scram) throw new Error('SASLFinal before SASL');
+            scram.verifyServerFinal(buf.toString('utf8', start + 9, end));
+            return;
+          default:
+            throw new Error(`upstream asked for an unsupported authentication method (${code})`);
+        }
+      };
+      const onHandshakeData = (chunk: Buffer) => reader.read(chunk, handler);
+      socket.on('data', onHandshakeData);
+      socket.on('error', onError);
+      socket.once('close', () =>
+        fail(
+          new ProxyError(SqlState.ConnectionFailure, 'upstream closed the connection during login', {
+            severity: 'FATAL',
+          }),
+        ),
+      );
+      socket.once('connect', () => {
+        socket.write(
+          serialize.startup({ user: target.user, database: target.database, ...target.startupParameters }),
+        );
+      });
+    });
+  }
+}

@@ -1,0 +1,389 @@
+// Owns one logged-in client: splitting its stream into frames, counting the Query/Sync messages
+// that each owe a ReadyForQuery, acquiring a server from the pool when there is something to
+// send, forwarding in whole runs with backpressure both ways, and deciding, at each
+// ReadyForQuery, whether the pool mode lets the server go back to the pool.
+import type { Socket } from 'node:net';
+import { logger } from '../observe/logger.js';
+import type { Pool, PoolWaiter } from '../pool/pool.js';
+import { type ServerConnection, type ServerOwner, UpstreamRejectedError } from '../pool/server-connection.js';
+import { createErrorResponse, READY_FOR_QUERY } from '../protocol/backend-messages.js';
+import { type FrameHandler, FrameReader, inspectTable } from '../protocol/frame-reader.js';
+import { FrontendType } from '../protocol/frontend-messages.js';
+import { ProxyError } from '../protocol/proxy-error.js';
+import { SqlState } from '../protocol/sqlstate.js';
+
+export type PoolMode = 'session' | 'transaction' | 'statement';
+
+const STATUS_IDLE = 0x49; // 'I'
+
+// Terminate is intercepted, so it must arrive whole; everything else only needs its header.
+const CLIENT_INSPECT = inspectTable('X');
+
+export interface SessionHooks {
+  onSessionClosed(session: ClientSession): void;
+}
+
+export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
+  server: ServerConnection | null = null;
+  closed = false;
+
+  private readonly reader: FrameReader;
+  private runStart = 0;
+  /** Query, Sync and FunctionCall messages sent that have not been answered by ReadyForQuery. */
+  private awaitingReady = 0;
+  /** Extended-protocol messages sent since the last Sync: the server must stay with us. */
+  private unsynced = false;
+  private syncsSinceExecute = 0;
+  private clientInCopyIn = false;
+  private transactionStatus = STATUS_IDLE;
+  /** Runs of client bytes waiting for a server connection. */
+  private queued: Buffer[] = [];
+  private acquiring = false;
+  private terminating = false;
+  private shuttingDown = false;
+  private statementModeViolation = false;
+
+  constructor(
+    readonly socket: Socket,
+    readonly pool: Pool,
+    readonly mode: PoolMode,
+    readonly processId: number,
+    readonly secretKey: number,
+    readonly parameters: Map<string, string>,
+    maxMessageBytes: number,
+    private readonly hooks: SessionHooks,
+  ) {
+    this.reader = new FrameReader(CLIENT_INSPECT, maxMessageBytes);
+    socket.on('data', this.onClientData);
+    socket.on('drain', this.onClientDrain);
+    socket.on('close', this.onClientClose);
+    socket.on('error', this.onClientError);
+  }
+
+  /** Feeds bytes that arrived together with the login. */
+  start(leftover: Buffer | undefined): void {
+    if (leftover && leftover.length > 0) this.reader.read(leftover, this);
+  }
+
+  get user(): string {
+    return this.pool.user;
+  }
+
+  get database(): string {
+    return this.pool.database;
+  }
+
+  /** True while the client is between transactions with nothing in flight. */
+  get isIdle(): boolean {
+    return (
+      this.awaitingReady === 0 &&
+      !this.unsynced &&
+      this.transactionStatus === STATUS_IDLE &&
+      !this.clientInCopyIn
+    );
+  }
+
+  // ---- client → server ------------------------------------------------------------------------
+
+  private readonly onClientData = (chunk: Buffer): void => {
+    this.reader.read(chunk, this);
+  };
+
+  onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    switch (type) {
+      case FrontendType.Query:
+        this.awaitingReady++;
+        this.syncsSinceExecute = 0;
+        return;
+      case FrontendType.Sync:
+        // PostgreSQL ignores Sync during COPY IN; counting it would wait for a reply never sent.
+        if (!this.clientInCopyIn) {
+          this.awaitingReady++;
+          this.syncsSinceExecute++;
+        }
+        this.unsynced = false;
+        return;
+      case FrontendType.FunctionCall:
+        this.awaitingReady++;
+        return;
+      case FrontendType.Execute:
+        this.syncsSinceExecute = 0;
+        this.unsynced = true;
+        return;
+      case FrontendType.Parse:
+      case FrontendType.Bind:
+      case FrontendType.Describe:
+      case FrontendType.Close:
+      case FrontendType.Flush:
+        this.unsynced = true;
+        return;
+      case FrontendType.CopyDone:
+      case FrontendType.CopyFail:
+        this.clientInCopyIn = false;
+        return;
+      case FrontendType.Terminate:
+        this.forwardRun(buf, start);
+        this.runStart = end;
+        this.terminating = true;
+        return;
+    }
+  }
+
+  onChunkEnd(buf: Buffer, forwardable: number): void {
+    if (forwardable > this.runStart) this.forwardRun(buf, forwardable);
+    this.runStart = 0;
+    if (this.terminating && !this.closed) this.finishTerminate();
+  }
+
+  onBadLength(buf: Buffer, start: number, length: number): void {
+    this.forwardRun(buf, start);
+    this.fail(
+      new ProxyError(SqlState.ProtocolViolation, `invalid message length ${length}`, {
+        severity: 'FATAL',
+        detail: `message type "${String.fromCharCode(buf[start]!)}" announced ${length} bytes`,
+        hint: length > 4 ? 'the limit is max_message_bytes' : undefined,
+      }),
+    );
+  }
+
+  private forwardRun(buf: Buffer, end: number): void {
+    if (end <= this.runStart || this.closed) {
+      this.runStart = end;
+      return;
+    }
+    const run = this.runStart === 0 && end === buf.length ? buf : buf.subarray(this.runStart, end);
+    this.runStart = end;
+    const server = this.server;
+    if (server) {
+      if (!server.write(run)) this.waitForServerDrain(server);
+      return;
+    }
+    this.queued.push(run);
+    if (!this.acquiring) {
+      this.acquiring = true;
+      // Hold further input until a server is ours: the queue must not grow without bound.
+      this.socket.pause();
+      this.pool.acquire(this);
+    }
+  }
+
+  private waitForServerDrain(server: ServerConnection): void {
+    this.socket.pause();
+    server.socket.once('drain', () => {
+      if (!this.closed && !this.acquiring) this.socket.resume();
+    });
+  }
+
+  // ---- pool ---------------------------------------------------------------------------------
+
+  onServerAcquired(server: ServerConnection): void {
+    this.acquiring = false;
+    if (this.closed) {
+      this.pool.release(server, true);
+      return;
+    }
+    this.server = server;
+    server.attach(this);
+    const queued = this.queued;
+    this.queued = [];
+    let flowing = true;
+    if (queued.length === 1) {
+      flowing = server.write(queued[0]!);
+    } else {
+      server.socket.cork();
+      for (const run of queued) flowing = server.write(run);
+      server.socket.uncork();
+    }
+    if (flowing) this.socket.resume();
+    else this.waitForServerDrain(server);
+  }
+
+  onAcquireFailed(err: Error): void {
+    this.acquiring = false;
+    this.queued = [];
+    if (this.closed) return;
+    if (err instanceof ProxyError && !err.fatal) {
+      // Answer every request the client is waiting on, as PostgreSQL would after an error.
+      const error = err.toErrorResponse();
+      const replies: Buffer[] = [];
+      if (this.awaitingReady === 0) replies.push(error);
+      for (let i = 0; i < this.awaitingReady; i++) replies.push(error, READY_FOR_QUERY.I);
+      this.awaitingReady = 0;
+      this.unsynced = false;
+      this.socket.write(Buffer.concat(replies));
+      this.socket.resume();
+      return;
+    }
+    this.fail(err);
+  }
+
+  // ---- server → client (ServerOwner) ---------------------------------------------------------
+
+  writeToClient(chunk: Buffer): boolean {
+    return this.socket.write(chunk);
+  }
+
+  onReadyForQuery(status: number): boolean {
+    if (this.awaitingReady > 0) this.awaitingReady--;
+    this.transactionStatus = status;
+    if (this.awaitingReady > 0 || this.unsynced || this.clientInCopyIn || this.reader.isMidFrame)
+      return false;
+    if (this.terminating || this.shuttingDown) return status === STATUS_IDLE;
+    switch (this.mode) {
+      case 'transaction':
+        return status === STATUS_IDLE;
+      case 'statement':
+        if (status !== STATUS_IDLE) this.statementModeViolation = true;
+        return true;
+      case 'session':
+        return false;
+    }
+  }
+
+  onServerReleasable(server: ServerConnection): void {
+    this.server = null;
+    if (this.statementModeViolation) {
+      this.pool.release(server, false);
+      this.fail(
+        new ProxyError(
+          SqlState.FeatureNotSupported,
+          'transaction blocks are not allowed in statement pooling mode',
+          {
+            severity: 'FATAL',
+            hint: 'use pool_mode transaction or session for multi-statement transactions',
+          },
+        ),
+      );
+      return;
+    }
+    this.pool.release(server, true);
+    if (this.terminating) this.close();
+    else if (this.shuttingDown) this.sendShutdownAndClose();
+  }
+
+  onCopyInResponse(): void {
+    // Syncs sent after the Execute that started COPY IN are ignored by the server.
+    this.awaitingReady = Math.max(0, this.awaitingReady - this.syncsSinceExecute);
+    this.syncsSinceExecute = 0;
+    this.clientInCopyIn = true;
+  }
+
+  onServerError(_fatal: boolean): void {
+    // An error ends COPY IN on the server side; later Syncs count again.
+    this.clientInCopyIn = false;
+  }
+
+  onServerParameterStatus(name: string, value: string): void {
+    this.parameters.set(name, value);
+  }
+
+  onServerLost(server: ServerConnection, err: Error | undefined): void {
+    if (this.server === server) this.server = null;
+    this.pool.release(server, false);
+    if (this.closed) return;
+    logger.info(
+      { user: this.user, database: this.database, err: err?.message },
+      'server connection lost under a client',
+    );
+    this.fail(new ProxyError(SqlState.ConnectionFailure, 'server connection lost', { severity: 'FATAL' }));
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------------------
+
+  /** Graceful shutdown: close now if idle, otherwise once the current transaction ends. */
+  requestShutdown(): void {
+    if (this.closed) return;
+    this.shuttingDown = true;
+    if (this.isIdle && !this.acquiring) {
+      if (this.server) {
+        const server = this.server;
+        this.server = null;
+        this.pool.release(server, true);
+      }
+      this.sendShutdownAndClose();
+    }
+  }
+
+  /** Shutdown deadline reached: drop whatever is in flight. */
+  forceShutdown(): void {
+    if (this.closed) return;
+    this.sendShutdownAndClose();
+  }
+
+  private sendShutdownAndClose(): void {
+    this.fail(
+      new ProxyError(SqlState.AdminShutdown, 'terminating connection due to administrator command', {
+        severity: 'FATAL',
+      }),
+    );
+  }
+
+  private finishTerminate(): void {
+    if (this.server && this.awaitingReady === 0) {
+      const server = this.server;
+      this.server = null;
+      this.pool.release(server, this.isIdle && !this.reader.isMidFrame);
+      this.close();
+    } else if (!this.server && !this.acquiring) {
+      this.close();
+    }
+    // Otherwise replies are still due: onServerReleasable closes once they are in.
+  }
+
+  /** Sends the error (FATAL closes the client, ERROR is followed by ReadyForQuery). */
+  fail(err: Error): void {
+    if (this.closed) return;
+    let reply: Buffer;
+    let fatal = true;
+    if (err instanceof UpstreamRejectedError) {
+      reply = err.errorResponse;
+    } else if (err instanceof ProxyError) {
+      reply = err.toErrorResponse();
+      fatal = err.fatal;
+    } else {
+      logger.error({ err }, 'internal error in client session');
+      reply = createErrorResponse({
+        severity: 'FATAL',
+        code: SqlState.InternalError,
+        message: 'internal error in Sluice',
+      });
+    }
+    if (!fatal) {
+      this.socket.write(Buffer.concat([reply, READY_FOR_QUERY.I]));
+      return;
+    }
+    if (this.socket.writable) this.socket.end(reply);
+    this.close();
+  }
+
+  private readonly onClientDrain = (): void => {
+    this.server?.resume();
+  };
+
+  private readonly onClientError = (err: Error): void => {
+    logger.debug({ err: err.message }, 'client socket error');
+  };
+
+  private readonly onClientClose = (): void => {
+    this.close();
+  };
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.acquiring) this.pool.cancelWait(this);
+    this.acquiring = false;
+    this.queued = [];
+    const server = this.server;
+    if (server) {
+      this.server = null;
+      // Anything unanswered or an open transaction makes the server unusable for anyone else.
+      this.pool.release(server, this.isIdle && !this.reader.isMidFrame);
+    }
+    if (!this.socket.destroyed) {
+      this.socket.end();
+      this.socket.destroySoon();
+    }
+    this.hooks.onSessionClosed(this);
+  }
+}

@@ -1,0 +1,196 @@
+// Owns the listening socket and the set of live clients: accepting, logging clients in, the
+// per-client BackendKeyData used by CancelRequest, the max_client_conn limit, and graceful
+// shutdown (stop accepting, let transactions finish up to a deadline, then 57P01).
+import { randomInt, timingSafeEqual } from 'node:crypto';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { serialize } from 'pg-protocol';
+import { logger } from '../observe/logger.js';
+import type { PoolManager } from '../pool/pool-manager.js';
+import { UpstreamRejectedError } from '../pool/server-connection.js';
+import {
+  createBackendKeyData,
+  createErrorResponse,
+  createParameterStatus,
+  READY_FOR_QUERY,
+} from '../protocol/backend-messages.js';
+import { ProxyError } from '../protocol/proxy-error.js';
+import { SqlState } from '../protocol/sqlstate.js';
+import { type AuthMethod, ClientGone, runLogin } from './client-login.js';
+import { ClientSession, type PoolMode } from './client-session.js';
+
+export interface ProxyServerOptions {
+  host: string;
+  port: number;
+  auth: AuthMethod;
+  poolMode: PoolMode;
+  maxClientConnections: number;
+  maxMessageBytes: number;
+  loginTimeoutMs: number;
+  passwordOf(user: string): string | undefined;
+  pools: PoolManager;
+}
+
+// Parameters a client reports itself at startup that PostgreSQL would echo back as ParameterStatus.
+const REPORTED_FROM_STARTUP = ['application_name'];
+
+export class ProxyServer {
+  private readonly server: Server;
+  private readonly sessions = new Map<number, ClientSession>();
+  /** Sockets accepted but not yet logged in, so shutdown can close them too. */
+  private readonly pending = new Set<Socket>();
+  private clientCount = 0;
+  private draining = false;
+
+  constructor(private readonly options: ProxyServerOptions) {
+    this.server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server.on('error', (err) => logger.error({ err }, 'listener error'));
+  }
+
+  listen(): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', reject);
+        const address = this.server.address();
+        const port = typeof address === 'object' && address ? address.port : this.options.port;
+        resolve({ host: this.options.host, port });
+      });
+    });
+  }
+
+  get clients(): number {
+    return this.clientCount;
+  }
+
+  private accept(socket: Socket): void {
+    socket.setNoDelay(true);
+    this.clientCount++;
+    this.pending.add(socket);
+    socket.on('error', (err) => logger.debug({ err: err.message }, 'client socket error during login'));
+    this.login(socket).finally(() => this.pending.delete(socket));
+  }
+
+  private async login(socket: Socket): Promise<void> {
+    const { options } = this;
+    let counted = true;
+    const uncount = () => {
+      if (counted) {
+        counted = false;
+        this.clientCount--;
+      }
+    };
+    socket.once('close', uncount);
+    try {
+      const result = await runLogin(socket, {
+        auth: options.auth,
+        passwordOf: options.passwordOf,
+        timeoutMs: options.loginTimeoutMs,
+      });
+      if (result.kind === 'cancel') {
+        this.cancel(result.processId, result.secretKey);
+        socket.destroy();
+        return;
+      }
+      if (this.draining) {
+        throw new ProxyError(SqlState.CannotConnectNow, 'the proxy is shutting down', { severity: 'FATAL' });
+      }
+      if (this.clientCount > options.maxClientConnections) {
+        throw new ProxyError(SqlState.TooManyConnections, 'sorry, too many clients already', {
+          severity: 'FATAL',
+          detail: `max_client_conn is ${options.maxClientConnections}`,
+        });
+      }
+      const pool = options.pools.get(result.database, result.user);
+      const serverParameters = await pool.parametersForLogin();
+      if (socket.destroyed) return;
+
+      const processId = this.newProcessId();
+      const secretKey = randomInt(-0x80000000, 0x7fffffff);
+      const welcome: Buffer[] = [];
+      const reported = new Map(serverParameters);
+      for (const name of REPORTED_FROM_STARTUP) {
+        const value = result.parameters.get(name);
+        if (value !== undefined) reported.set(name, value);
+      }
+      for (const [name, value] of reported) welcome.push(createParameterStatus(name, value));
+      welcome.push(createBackendKeyData(processId, secretKey), READY_FOR_QUERY.I);
+      socket.write(Buffer.concat(welcome));
+
+      const session = new ClientSession(
+        socket,
+        pool,
+        options.poolMode,
+        processId,
+        secretKey,
+        reported,
+        options.maxMessageBytes,
+        { onSessionClosed: (s) => this.sessions.delete(s.processId) },
+      );
+      this.sessions.set(processId, session);
+      session.start(result.leftover);
+    } catch (err) {
+      this.refuse(socket, err);
+    }
+  }
+
+  private refuse(socket: Socket, err: unknown): void {
+    if (err instanceof ClientGone || socket.destroyed) return;
+    let reply: Buffer;
+    if (err instanceof UpstreamRejectedError) {
+      reply = err.errorResponse;
+    } else if (err instanceof ProxyError) {
+      reply = err.toErrorResponse();
+    } else {
+      logger.error({ err }, 'internal error during login');
+      reply = createErrorResponse({
+        severity: 'FATAL',
+        code: SqlState.InternalError,
+        message: 'internal error in Sluice',
+      });
+    }
+    socket.end(reply);
+    socket.destroySoon();
+  }
+
+  private newProcessId(): number {
+    for (;;) {
+      const id = randomInt(1, 0x7fffffff);
+      if (!this.sessions.has(id)) return id;
+    }
+  }
+
+  /** Forwards a CancelRequest to whatever server connection that client uses right now. */
+  private cancel(processId: number, secretKey: number): void {
+    const session = this.sessions.get(processId);
+    if (!session) return;
+    const given = Buffer.alloc(4);
+    given.writeInt32BE(secretKey);
+    const expected = Buffer.alloc(4);
+    expected.writeInt32BE(session.secretKey);
+    if (!timingSafeEqual(given, expected)) return;
+    const server = session.server;
+    if (!server) return;
+    const { host, port } = this.options.pools.upstream;
+    const socket = connect({ host, port }, () => {
+      socket.end(serialize.cancel(server.backendProcessId, server.backendSecretKey));
+    });
+    socket.on('error', (err) => logger.warn({ err: err.message }, 'could not forward cancel request'));
+    socket.setTimeout(5000, () => socket.destroy());
+  }
+
+  /** Stops accepting, lets running transactions finish until the deadline, then closes the rest. */
+  async shutdown(deadlineMs: number): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const socket of this.pending) socket.destroy();
+    for (const session of [...this.sessions.values()]) session.requestShutdown();
+    const until = Date.now() + deadlineMs;
+    while (this.sessions.size > 0 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const session of [...this.sessions.values()]) session.forceShutdown();
+    this.options.pools.close();
+    await closed;
+  }
+}
