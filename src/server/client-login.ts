@@ -225,6 +225,7 @@ async function authenticate(
 ): Promise<void> {
   switch (options.auth) {
     case 'trust':
+      socket.write(AUTHENTICATION_OK);
       return;
     case 'md5': {
       const stored = options.passwordOf(user);

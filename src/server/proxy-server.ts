@@ -62,6 +62,11 @@ export class ProxyServer {
     return this.clientCount;
   }
 
+  /** The logged-in clients, for admin views and tests. */
+  sessionList(): ClientSession[] {
+    return [...this.sessions.values()];
+  }
+
   private accept(socket: Socket): void {
     socket.setNoDelay(true);
     this.clientCount++;
