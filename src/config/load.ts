@@ -85,6 +85,9 @@ function envSource(env: NodeJS.ProcessEnv): Source {
     if (key.startsWith('embedded_')) {
       const sub = key.slice('embedded_'.length);
       const embedded = (values.embedded ?? {}) as Record<string, unknown>;
+      if (sub === 'port' && (raw.trim() === '' || Number.isNaN(Number(raw)))) {
+        problems.push(`${name}: expected a number, got "${raw}"`);
+      }
       embedded[sub] = sub === 'port' ? Number(raw) : raw;
       values.embedded = embedded;
       continue;
@@ -133,7 +136,9 @@ export function loadConfig(options: LoadOptions = {}): SluiceConfig {
   for (const source of sources) {
     for (const [key, value] of Object.entries(source.values)) {
       if (key === 'embedded' && typeof value === 'object' && value !== null) {
+        // Merged key by key from several sources: remember the source of each sub-key.
         merged.embedded = { ...(merged.embedded as object | undefined), ...(value as object) };
+        for (const sub of Object.keys(value)) origin.set(`embedded.${sub}`, source);
       } else {
         merged[key] = value;
       }
@@ -166,7 +171,8 @@ function locate(
   const issue = { path, message };
   const key = issue.path.map(String).join('.');
   const top = String(issue.path[0] ?? '');
-  const source = origin.get(top);
+  const source =
+    (top === 'embedded' ? origin.get(`embedded.${String(issue.path[1])}`) : undefined) ?? origin.get(top);
   const where = source ? source.describe(issue.path) : (file ?? 'configuration');
   const label = key === '' ? '' : `${key}: `;
   return `${where}: ${label}${issue.message}`;

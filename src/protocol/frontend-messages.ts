@@ -95,7 +95,7 @@ export function decodeSASLInitialResponse(
   const mechanism = buf.toString('utf8', start + 5, nul);
   const dataLength = buf.readInt32BE(nul + 1);
   const dataStart = nul + 5;
-  if (dataLength === -1) return { mechanism, data: Buffer.alloc(0) };
+  if (dataLength === -1) return dataStart === end ? { mechanism, data: Buffer.alloc(0) } : undefined;
   if (dataLength < 0 || dataStart + dataLength !== end) return undefined;
   return { mechanism, data: buf.subarray(dataStart, end) };
 }

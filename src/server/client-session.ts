@@ -39,6 +39,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** Runs of client bytes waiting for a server connection. */
   private queued: Buffer[] = [];
   private acquiring = false;
+  private pausedForAcquire = false;
   private terminating = false;
   private shuttingDown = false;
   private statementModeViolation = false;
@@ -161,9 +162,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.queued.push(run);
     if (!this.acquiring) {
       this.acquiring = true;
-      // Hold further input until a server is ours: the queue must not grow without bound.
-      this.socket.pause();
       this.pool.acquire(this);
+      // Only when no server was free at once: hold further input so the queue stays bounded.
+      // Pausing unconditionally cost two epoll_ctl syscalls per transaction (readStop/readStart).
+      if (this.acquiring) {
+        this.pausedForAcquire = true;
+        this.socket.pause();
+      }
     }
   }
 
@@ -185,7 +190,6 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.server = server;
     server.attach(this);
     const queued = this.queued;
-    this.queued = [];
     let flowing = true;
     if (queued.length === 1) {
       flowing = server.write(queued[0]!);
@@ -194,13 +198,16 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       for (const run of queued) flowing = server.write(run);
       server.socket.uncork();
     }
-    if (flowing) this.socket.resume();
-    else this.waitForServerDrain(server);
+    queued.length = 0;
+    if (!flowing) this.waitForServerDrain(server);
+    else if (this.pausedForAcquire) this.socket.resume();
+    this.pausedForAcquire = false;
   }
 
   onAcquireFailed(err: Error): void {
     this.acquiring = false;
-    this.queued = [];
+    this.pausedForAcquire = false;
+    this.queued.length = 0;
     if (this.closed) return;
     if (err instanceof ProxyError && !err.fatal) {
       // Answer every request the client is waiting on, as PostgreSQL would after an error.
@@ -373,7 +380,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.closed = true;
     if (this.acquiring) this.pool.cancelWait(this);
     this.acquiring = false;
-    this.queued = [];
+    this.queued.length = 0;
     const server = this.server;
     if (server) {
       this.server = null;

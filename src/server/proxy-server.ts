@@ -30,9 +30,6 @@ export interface ProxyServerOptions {
   pools: PoolManager;
 }
 
-// Parameters a client reports itself at startup that PostgreSQL would echo back as ParameterStatus.
-const REPORTED_FROM_STARTUP = ['application_name'];
-
 export class ProxyServer {
   private readonly server: Server;
   private readonly sessions = new Map<number, ClientSession>();
@@ -112,11 +109,8 @@ export class ProxyServer {
       const processId = this.newProcessId();
       const secretKey = randomInt(-0x80000000, 0x7fffffff);
       const welcome: Buffer[] = [];
+      // What the server connections really run with; client startup settings are issue 4.
       const reported = new Map(serverParameters);
-      for (const name of REPORTED_FROM_STARTUP) {
-        const value = result.parameters.get(name);
-        if (value !== undefined) reported.set(name, value);
-      }
       for (const [name, value] of reported) welcome.push(createParameterStatus(name, value));
       welcome.push(createBackendKeyData(processId, secretKey), READY_FOR_QUERY.I);
       socket.write(Buffer.concat(welcome));
