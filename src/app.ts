@@ -76,12 +76,11 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     },
     connectTimeoutMs: config.server_connect_timeout * 1000,
     maxMessageBytes: config.max_message_bytes,
-    // Only a plaintext password can be replayed upstream; hashes and verifiers cannot.
+    // A plaintext password answers any upstream challenge and an md5 hash answers md5 ones
+    // (the server-connection refuses to use it for anything else); a SCRAM verifier cannot log in.
     upstreamPasswordFor: (user) => {
       const stored = users.get(user);
-      return stored === undefined || /^md5[0-9a-f]{32}$/.test(stored) || stored.startsWith('SCRAM-SHA-256$')
-        ? undefined
-        : stored;
+      return stored === undefined || stored.startsWith('SCRAM-SHA-256$') ? undefined : stored;
     },
   });
   const listen = splitHostPort(config.listen);

@@ -1,5 +1,6 @@
 // Owns the set of pools keyed by (database, user), how each one reaches the upstream, and the
 // periodic upkeep timer that drives their timeouts.
+import { isMd5PasswordHash } from '../protocol/md5-auth.js';
 import { Pool, type PoolSettings, type PoolStats } from './pool.js';
 import type { UpstreamTarget } from './server-connection.js';
 
@@ -16,7 +17,7 @@ export interface PoolManagerOptions {
   settings: PoolSettings;
   connectTimeoutMs: number;
   maxMessageBytes: number;
-  /** Plaintext password Sluice may use upstream for this user, when it knows one. */
+  /** What Sluice knows of this user's password for the upstream: plaintext or an md5 hash. */
   upstreamPasswordFor(user: string): string | undefined;
 }
 
@@ -45,8 +46,7 @@ export class PoolManager {
         port: upstream.port,
         database,
         user,
-        password:
-          this.options.upstreamPasswordFor(user) ?? (user === upstream.user ? upstream.password : undefined),
+        password: this.upstreamPassword(user),
         startupParameters: {},
         connectTimeoutMs: this.options.connectTimeoutMs,
         maxMessageBytes: this.options.maxMessageBytes,
@@ -55,6 +55,14 @@ export class PoolManager {
       this.pools.set(key, pool);
     }
     return pool;
+  }
+
+  /** A plaintext password beats the URL's, which beats a stored md5 hash (md5 challenges only). */
+  private upstreamPassword(user: string): string | undefined {
+    const stored = this.options.upstreamPasswordFor(user);
+    const fromUrl = user === this.options.upstream.user ? this.options.upstream.password : undefined;
+    if (stored !== undefined && isMd5PasswordHash(stored)) return fromUrl ?? stored;
+    return stored ?? fromUrl;
   }
 
   stats(): PoolStats[] {

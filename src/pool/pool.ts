@@ -25,6 +25,7 @@ export interface PoolWaiter {
 
 interface QueuedWaiter {
   waiter: PoolWaiter;
+  since: number;
   deadline: number;
 }
 
@@ -61,7 +62,10 @@ export class Pool {
       waiter.onServerAcquired(server);
       return;
     }
-    this.waiting.push({ waiter, deadline: Date.now() + this.settings.queryWaitTimeoutMs });
+    // query_wait_timeout 0 means wait for ever, as in PgBouncer.
+    const wait = this.settings.queryWaitTimeoutMs;
+    const now = Date.now();
+    this.waiting.push({ waiter, since: now, deadline: wait > 0 ? now + wait : Number.POSITIVE_INFINITY });
     this.maybeConnect();
   }
 
@@ -118,8 +122,7 @@ export class Pool {
       idle: this.idle.length,
       connecting: this.connecting,
       waiting: this.waiting.length,
-      maxWaitMs:
-        this.waiting.length > 0 ? now - (this.waiting[0]!.deadline - this.settings.queryWaitTimeoutMs) : 0,
+      maxWaitMs: this.waiting.length > 0 ? now - this.waiting[0]!.since : 0,
     };
   }
 
@@ -141,7 +144,9 @@ export class Pool {
       const server = this.idle[i]!;
       const expired = now - server.createdAt > this.settings.lifetimeMs;
       const idleTooLong =
-        now - server.lastUsedAt > this.settings.idleTimeoutMs && this.total > this.settings.minSize;
+        this.settings.idleTimeoutMs > 0 &&
+        now - server.lastUsedAt > this.settings.idleTimeoutMs &&
+        this.total > this.settings.minSize;
       if (expired || idleTooLong || server.closed) {
         this.idle.splice(i, 1);
         this.discard(server);

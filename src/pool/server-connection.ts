@@ -14,7 +14,7 @@ import {
   peekTransactionStatus,
 } from '../protocol/backend-messages.js';
 import { type FrameHandler, FrameReader, inspectTable } from '../protocol/frame-reader.js';
-import { md5Response } from '../protocol/md5-auth.js';
+import { isMd5PasswordHash, md5Response } from '../protocol/md5-auth.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { ScramClientSession } from '../protocol/scram.js';
 import { SqlState } from '../protocol/sqlstate.js';
@@ -372,13 +372,29 @@ export class ServerConnection implements FrameHandler {
         }
         return target.password;
       };
+      // A stored md5 hash can answer an md5 challenge, nothing else.
+      const needPlaintext = (method: string): string => {
+        const password = needPassword();
+        if (isMd5PasswordHash(password)) {
+          throw new UpstreamRejectedError(
+            createErrorResponse({
+              severity: 'FATAL',
+              code: SqlState.InvalidPassword,
+              message: `upstream asked for ${method} for user "${target.user}" and Sluice only has an md5 hash`,
+              hint: 'give Sluice the plaintext password, or use md5 upstream',
+            }),
+            { S: 'FATAL', C: SqlState.InvalidPassword, M: 'only an md5 hash for upstream' },
+          );
+        }
+        return password;
+      };
       const handleAuth = (buf: Buffer, start: number, end: number) => {
         const code = buf.readInt32BE(start + 5);
         switch (code) {
           case AuthCode.Ok:
             return;
           case AuthCode.CleartextPassword:
-            socket.write(serialize.password(needPassword()));
+            socket.write(serialize.password(needPlaintext('a cleartext password')));
             return;
           case AuthCode.MD5Password: {
             const salt = buf.subarray(start + 9, start + 13);
@@ -390,7 +406,7 @@ export class ServerConnection implements FrameHandler {
             if (!mechanisms.includes('SCRAM-SHA-256')) {
               throw new Error(`upstream offers no supported SASL mechanism (${mechanisms.join(', ')})`);
             }
-            scram = new ScramClientSession(needPassword());
+            scram = new ScramClientSession(needPlaintext('SCRAM-SHA-256'));
             socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
             return;
           }

@@ -75,7 +75,9 @@ class LoginReader {
     this.wake?.();
   };
 
+  /** Stops reading: the socket stays paused until the session takes it over. */
   detach(): Buffer {
+    this.socket.pause();
     this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);
@@ -140,6 +142,8 @@ export async function runLogin(socket: Socket, options: LoginOptions): Promise<L
   const reader = new LoginReader(socket);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
+    // 0 disables the timeout, as in PgBouncer.
+    if (options.timeoutMs <= 0) return;
     timer = setTimeout(
       () =>
         reject(
@@ -159,11 +163,21 @@ export async function runLogin(socket: Socket, options: LoginOptions): Promise<L
 }
 
 async function login(socket: Socket, reader: LoginReader, options: LoginOptions): Promise<LoginResult> {
+  // PostgreSQL answers one SSLRequest and one GSSENCRequest per connection (libpq may send both).
+  const refused = new Set<string>();
   for (;;) {
     const packet = decodeStartupPacket(await reader.startupPacket());
     switch (packet.kind) {
       case 'ssl':
       case 'gssenc':
+        if (refused.has(packet.kind)) {
+          throw new ProxyError(
+            SqlState.FeatureNotSupported,
+            `unsupported frontend protocol ${packet.kind === 'ssl' ? '1234.5679' : '1234.5680'}: server supports 3.0 to 3.0`,
+            { severity: 'FATAL' },
+          );
+        }
+        refused.add(packet.kind);
         // No TLS or GSSAPI encryption yet: 'N' tells the client to go on in plaintext.
         socket.write('N');
         continue;

@@ -51,7 +51,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     readonly processId: number,
     readonly secretKey: number,
     readonly parameters: Map<string, string>,
-    maxMessageBytes: number,
+    private readonly maxMessageBytes: number,
     private readonly hooks: SessionHooks,
   ) {
     this.reader = new FrameReader(CLIENT_INSPECT, maxMessageBytes);
@@ -59,6 +59,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     socket.on('drain', this.onClientDrain);
     socket.on('close', this.onClientClose);
     socket.on('error', this.onClientError);
+    // The login left the socket paused so nothing sent meanwhile was lost.
+    socket.resume();
   }
 
   /** Feeds bytes that arrived together with the login. */
@@ -137,12 +139,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   }
 
   onBadLength(buf: Buffer, start: number, length: number): void {
-    this.forwardRun(buf, start);
+    // onChunkEnd has already forwarded everything before the bad header.
     this.fail(
       new ProxyError(SqlState.ProtocolViolation, `invalid message length ${length}`, {
         severity: 'FATAL',
         detail: `message type "${String.fromCharCode(buf[start]!)}" announced ${length} bytes`,
-        hint: length > 4 ? 'the limit is max_message_bytes' : undefined,
+        hint: length > 4 ? `the limit is max_message_bytes = ${this.maxMessageBytes}` : undefined,
       }),
     );
   }
@@ -187,6 +189,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.pool.release(server, true);
       return;
     }
+    if (this.terminating && this.awaitingReady === 0) {
+      this.pool.release(server, true);
+      this.close();
+      return;
+    }
     this.server = server;
     server.attach(this);
     const queued = this.queued;
@@ -209,7 +216,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.pausedForAcquire = false;
     this.queued.length = 0;
     if (this.closed) return;
-    if (err instanceof ProxyError && !err.fatal) {
+    // With the head of a frame dropped, its tail must never reach a server as new messages.
+    if (err instanceof ProxyError && !err.fatal && !this.reader.isMidFrame && !this.terminating) {
       // Answer every request the client is waiting on, as PostgreSQL would after an error.
       const error = err.toErrorResponse();
       const replies: Buffer[] = [];
@@ -221,7 +229,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.socket.resume();
       return;
     }
-    this.fail(err);
+    // Mid-frame (or terminating) the client cannot go on: the same error, as FATAL.
+    this.fail(
+      err instanceof ProxyError && !err.fatal
+        ? new ProxyError(err.code, err.message, { severity: 'FATAL', detail: err.detail, hint: err.hint })
+        : err,
+    );
   }
 
   // ---- server → client (ServerOwner) ---------------------------------------------------------
@@ -233,9 +246,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   onReadyForQuery(status: number): boolean {
     if (this.awaitingReady > 0) this.awaitingReady--;
     this.transactionStatus = status;
+    // A terminating client lets go once its last reply is in; release() judges cleanliness.
+    if (this.terminating) return this.awaitingReady === 0;
     if (this.awaitingReady > 0 || this.unsynced || this.clientInCopyIn || this.reader.isMidFrame)
       return false;
-    if (this.terminating || this.shuttingDown) return status === STATUS_IDLE;
+    if (this.shuttingDown) return status === STATUS_IDLE;
     switch (this.mode) {
       case 'transaction':
         return status === STATUS_IDLE;
@@ -263,9 +278,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       );
       return;
     }
+    if (this.terminating) {
+      this.pool.release(server, this.isIdle && !this.reader.isMidFrame);
+      this.close();
+      return;
+    }
     this.pool.release(server, true);
-    if (this.terminating) this.close();
-    else if (this.shuttingDown) this.sendShutdownAndClose();
+    if (this.shuttingDown) this.sendShutdownAndClose();
   }
 
   onCopyInResponse(): void {
@@ -326,15 +345,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   }
 
   private finishTerminate(): void {
-    if (this.server && this.awaitingReady === 0) {
-      const server = this.server;
-      this.server = null;
-      this.pool.release(server, this.isIdle && !this.reader.isMidFrame);
-      this.close();
-    } else if (!this.server && !this.acquiring) {
-      this.close();
-    }
-    // Otherwise replies are still due: onServerReleasable closes once they are in.
+    // Requests still owed a reply run first, as PostgreSQL runs them before reading Terminate;
+    // onServerReleasable closes once they are in. An unsynced batch is dropped, as it would be.
+    if (this.awaitingReady > 0) return;
+    this.close();
   }
 
   /** Sends the error (FATAL closes the client, ERROR is followed by ReadyForQuery). */
@@ -388,6 +402,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.pool.release(server, this.isIdle && !this.reader.isMidFrame);
     }
     if (!this.socket.destroyed) {
+      // Drain and discard whatever the client still sends, so its FIN is read even when the
+      // socket was paused for backpressure; otherwise a half-closed socket lingers.
+      this.socket.off('data', this.onClientData);
+      this.socket.resume();
       this.socket.end();
       this.socket.destroySoon();
     }

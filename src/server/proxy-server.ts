@@ -36,6 +36,8 @@ export class ProxyServer {
   /** Sockets accepted but not yet logged in, so shutdown can close them too. */
   private readonly pending = new Set<Socket>();
   private clientCount = 0;
+  /** Clients past the max_client_conn check; those still logging in do not count against it. */
+  private admitted = 0;
   private draining = false;
 
   constructor(private readonly options: ProxyServerOptions) {
@@ -96,12 +98,14 @@ export class ProxyServer {
       if (this.draining) {
         throw new ProxyError(SqlState.CannotConnectNow, 'the proxy is shutting down', { severity: 'FATAL' });
       }
-      if (this.clientCount > options.maxClientConnections) {
+      if (this.admitted >= options.maxClientConnections) {
         throw new ProxyError(SqlState.TooManyConnections, 'sorry, too many clients already', {
           severity: 'FATAL',
           detail: `max_client_conn is ${options.maxClientConnections}`,
         });
       }
+      this.admitted++;
+      socket.once('close', () => this.admitted--);
       const pool = options.pools.get(result.database, result.user);
       const serverParameters = await pool.parametersForLogin();
       if (socket.destroyed) return;
