@@ -88,7 +88,12 @@ export class Pool {
     if (this.settings.resetQuery !== null) {
       const started = server.runInternal(this.settings.resetQuery, 10_000);
       started.then(
-        () => this.returnToService(server),
+        () => {
+          // The reset (DISCARD ALL) dropped every prepared statement and setting.
+          server.forgetAllStatements();
+          server.settingsSignature = '';
+          this.returnToService(server);
+        },
         (err: Error) => {
           logger.warn({ server: server.id, err: err.message }, 'server reset failed; closing it');
           this.discard(server);

@@ -43,7 +43,10 @@ export interface ServerOwner {
   /** Called after the last byte up to the releasing ReadyForQuery went to the client. */
   onServerReleasable(server: ServerConnection): void;
   onCopyInResponse(): void;
-  onServerError(fatal: boolean): void;
+  /** A ParseComplete or CloseComplete arrived: true when it answers a message Sluice injected. */
+  onParseOrCloseComplete(): boolean;
+  /** An ErrorResponse arrived; a returned frame replaces it (errors Sluice words itself). */
+  onServerError(fatal: boolean): Buffer | undefined;
   onServerParameterStatus(name: string, value: string): void;
   /** The server connection died while owned (socket error or close). */
   onServerLost(server: ServerConnection, err: Error | undefined): void;
@@ -66,7 +69,11 @@ export class UpstreamRejectedError extends Error {
 
 // Frames the handshake must decode; after it, only these need whole frames in one buffer.
 const HANDSHAKE_INSPECT = inspectTable('RSKZEvN');
-const FORWARD_INSPECT = inspectTable('ZSEG');
+const FORWARD_INSPECT = inspectTable('ZSEG13');
+const PARSE_COMPLETE = 0x31; // '1'
+const CLOSE_COMPLETE = 0x33; // '3'
+/** Server-side prepared statements kept per connection before the least recently used is closed. */
+const MAX_PREPARED_STATEMENTS = 1000;
 
 const STATUS_IDLE = 0x49; // 'I'
 
@@ -83,6 +90,12 @@ export class ServerConnection implements FrameHandler {
   transactionStatus = STATUS_IDLE;
   closed = false;
 
+  /** SET statements this connection runs with, as a signature clients compare against their own. */
+  settingsSignature = '';
+  /** Server-side statement names prepared here, least recently used first. */
+  private readonly preparedStatements = new Map<string, true>();
+  /** Injected simple queries whose replies, up to their ReadyForQuery, clients must not see. */
+  private swallowing = 0;
   private owner: ServerOwner | null = null;
   private releasing: ServerOwner | null = null;
   private readonly reader: FrameReader;
@@ -125,6 +138,48 @@ export class ServerConnection implements FrameHandler {
     return this.socket.write(chunk);
   }
 
+  /** Sends a simple query ahead of the client's messages; its replies are dropped. */
+  writeSilentQuery(query: Buffer): void {
+    this.swallowing++;
+    this.socket.write(query);
+  }
+
+  /** True if the statement is prepared here (and marks it recently used). */
+  hasStatement(name: string): boolean {
+    if (!this.preparedStatements.delete(name)) return false;
+    this.preparedStatements.set(name, true);
+    return true;
+  }
+
+  /** Records a statement as prepared; returns one to close when the cache is full. */
+  addStatement(name: string): string | undefined {
+    this.preparedStatements.delete(name);
+    this.preparedStatements.set(name, true);
+    if (this.preparedStatements.size <= MAX_PREPARED_STATEMENTS) return undefined;
+    const oldest = this.preparedStatements.keys().next().value as string;
+    this.preparedStatements.delete(oldest);
+    return oldest;
+  }
+
+  forgetStatement(name: string): void {
+    this.preparedStatements.delete(name);
+  }
+
+  /** After DISCARD ALL / DEALLOCATE ALL nothing is prepared any more. */
+  forgetAllStatements(): void {
+    this.preparedStatements.clear();
+  }
+
+  /** Forwards what precedes a frame, then replaces the frame (or drops it). */
+  private cut(buf: Buffer, start: number, end: number, replacement?: Buffer): void {
+    const owner = this.owner;
+    if (owner) {
+      if (start > this.runStart) owner.writeToClient(buf.subarray(this.runStart, start));
+      if (replacement) owner.writeToClient(replacement);
+    }
+    this.runStart = end;
+  }
+
   pause(): void {
     if (!this.paused) {
       this.paused = true;
@@ -165,8 +220,10 @@ export class ServerConnection implements FrameHandler {
         onCopyInResponse: () => {
           failed = new Error(`"${sql}" asked for COPY data`);
         },
+        onParseOrCloseComplete: () => false,
         onServerError: () => {
           failed = new Error(`"${sql}" failed`);
+          return undefined;
         },
         onServerParameterStatus: () => {},
         onServerLost: (_s, err) => finish(err ?? new Error('server connection lost')),
@@ -183,7 +240,15 @@ export class ServerConnection implements FrameHandler {
   // ---- forwarding (after the handshake) -------------------------------------------------------
 
   onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    if (this.swallowing > 0) {
+      this.swallowSilentReply(type, buf, start, end);
+      return;
+    }
     switch (type) {
+      case PARSE_COMPLETE:
+      case CLOSE_COMPLETE:
+        if (this.owner?.onParseOrCloseComplete()) this.cut(buf, start, end);
+        return;
       case BackendType.ReadyForQuery: {
         const status = peekTransactionStatus(buf, start);
         this.transactionStatus = status;
@@ -214,12 +279,30 @@ export class ServerConnection implements FrameHandler {
             'idle server connection reported an error',
           );
         }
-        this.owner?.onServerError(fatal);
+        const replacement = this.owner?.onServerError(fatal);
+        if (replacement) this.cut(buf, start, end, replacement);
         return;
       }
       case BackendType.CopyInResponse:
         this.owner?.onCopyInResponse();
         return;
+    }
+  }
+
+  private swallowSilentReply(type: number, buf: Buffer, start: number, end: number): void {
+    this.cut(buf, start, end);
+    if (type === BackendType.ReadyForQuery) {
+      this.swallowing--;
+      this.transactionStatus = peekTransactionStatus(buf, start);
+    } else if (type === BackendType.ParameterStatus) {
+      const param = decodeParameterStatus(buf, start, end);
+      if (param) this.parameters.set(param[0], param[1]);
+    } else if (type === BackendType.ErrorResponse) {
+      const fields = decodeErrorFields(buf, start, end);
+      logger.warn(
+        { server: this.id, code: fields.C, message: fields.M },
+        'replaying session settings failed',
+      );
     }
   }
 
@@ -237,7 +320,8 @@ export class ServerConnection implements FrameHandler {
         'dropped bytes from an unowned server',
       );
     }
-    this.runStart = 0;
+    // A dropped frame may continue into the next chunk: skip its rest there too.
+    this.runStart = this.runStart > buf.length ? this.runStart - buf.length : 0;
     const releasing = this.releasing;
     if (releasing) {
       this.releasing = null;

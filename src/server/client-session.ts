@@ -11,13 +11,25 @@ import { type FrameHandler, FrameReader, inspectTable } from '../protocol/frame-
 import { FrontendType } from '../protocol/frontend-messages.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
+import { peekParseQuery } from '../protocol/statement-frames.js';
+import { ClientStatements } from './client-statements.js';
+import {
+  classifyStatement,
+  mayAffectSession,
+  mayAffectSessionText,
+  SessionSettings,
+} from './session-state.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
 
 const STATUS_IDLE = 0x49; // 'I'
 
-// Terminate is intercepted, so it must arrive whole; everything else only needs its header.
-const CLIENT_INSPECT = inspectTable('X');
+// Whole frames are needed for what may be rewritten (Parse, Bind, Describe, Close), read for
+// session state (Query) or intercepted (Terminate); everything else only needs its header.
+const CLIENT_INSPECT = inspectTable('XPBDCQ');
+
+/** Sessions pinned to their server because their state cannot be moved, since start. */
+export const pinningStats = { pinned: 0 };
 
 export interface SessionHooks {
   onSessionClosed(session: ClientSession): void;
@@ -43,6 +55,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private terminating = false;
   private shuttingDown = false;
   private statementModeViolation = false;
+  private frameBuf: Buffer | undefined;
+  private frameStart = 0;
+  private frameFlushed = true;
+  /** Set when the session did something that ties it to its server (e.g. a temp table). */
+  pinnedReason: string | undefined;
+  private readonly statements = new ClientStatements();
+  private readonly settings: SessionSettings;
 
   constructor(
     readonly socket: Socket,
@@ -53,7 +72,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     readonly parameters: Map<string, string>,
     private readonly maxMessageBytes: number,
     private readonly hooks: SessionHooks,
+    startup: ReadonlyMap<string, string> = new Map(),
   ) {
+    this.settings = new SessionSettings(startup);
     this.reader = new FrameReader(CLIENT_INSPECT, maxMessageBytes);
     socket.on('data', this.onClientData);
     socket.on('drain', this.onClientDrain);
@@ -97,26 +118,50 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       case FrontendType.Query:
         this.awaitingReady++;
         this.syncsSinceExecute = 0;
+        this.statements.expectReady();
+        // Query text: from after the header to before its terminating NUL.
+        if (mayAffectSession(buf, start + 5, end - 1))
+          this.noteSessionEffect(buf.toString('utf8', start + 5, end - 1));
         return;
       case FrontendType.Sync:
         // PostgreSQL ignores Sync during COPY IN; counting it would wait for a reply never sent.
         if (!this.clientInCopyIn) {
           this.awaitingReady++;
           this.syncsSinceExecute++;
+          this.statements.expectReady();
         }
         this.unsynced = false;
         return;
       case FrontendType.FunctionCall:
         this.awaitingReady++;
+        this.statements.expectReady();
         return;
       case FrontendType.Execute:
         this.syncsSinceExecute = 0;
         this.unsynced = true;
         return;
-      case FrontendType.Parse:
+      case FrontendType.Parse: {
+        this.unsynced = true;
+        const query = peekParseQuery(buf, start, end);
+        if (query !== undefined && mayAffectSessionText(query)) this.noteSessionEffect(query);
+        this.beginFrame(buf, start);
+        if (this.statements.onParse(buf, start, end, this)) this.runStart = end;
+        return;
+      }
       case FrontendType.Bind:
+        this.unsynced = true;
+        this.beginFrame(buf, start);
+        if (this.statements.onBind(buf, start, end, this)) this.runStart = end;
+        return;
       case FrontendType.Describe:
+        this.unsynced = true;
+        this.beginFrame(buf, start);
+        if (this.statements.onDescribe(buf, start, end, this)) this.runStart = end;
+        return;
       case FrontendType.Close:
+        this.unsynced = true;
+        this.statements.onClose(buf, start, end);
+        return;
       case FrontendType.Flush:
         this.unsynced = true;
         return;
@@ -135,6 +180,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   onChunkEnd(buf: Buffer, forwardable: number): void {
     if (forwardable > this.runStart) this.forwardRun(buf, forwardable);
     this.runStart = 0;
+    this.frameBuf = undefined;
     if (this.terminating && !this.closed) this.finishTerminate();
   }
 
@@ -149,6 +195,22 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     );
   }
 
+  /** Marks the frame ClientStatements may replace: emit() first flushes what precedes it. */
+  private beginFrame(buf: Buffer, start: number): void {
+    this.frameBuf = buf;
+    this.frameStart = start;
+    this.frameFlushed = false;
+  }
+
+  /** FrameSink: a frame Sluice wrote in place of (or ahead of) the client's current one. */
+  emit(frame: Buffer): void {
+    if (!this.frameFlushed && this.frameBuf) {
+      this.frameFlushed = true;
+      this.forwardRun(this.frameBuf, this.frameStart);
+    }
+    this.send(frame);
+  }
+
   private forwardRun(buf: Buffer, end: number): void {
     if (end <= this.runStart || this.closed) {
       this.runStart = end;
@@ -156,6 +218,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     }
     const run = this.runStart === 0 && end === buf.length ? buf : buf.subarray(this.runStart, end);
     this.runStart = end;
+    this.send(run);
+  }
+
+  private send(run: Buffer): void {
+    if (this.closed) return;
     const server = this.server;
     if (server) {
       if (!server.write(run)) this.waitForServerDrain(server);
@@ -197,11 +264,20 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.server = server;
     server.attach(this);
     const queued = this.queued;
+    // Before the client's own bytes: its settings (when the server runs someone else's) and the
+    // statements its queued messages use that this server lacks.
+    const ahead = this.statements.prepareServer(server);
+    const replaySettings = server.settingsSignature !== this.settings.signature;
     let flowing = true;
-    if (queued.length === 1) {
+    if (queued.length === 1 && ahead.length === 0 && !replaySettings) {
       flowing = server.write(queued[0]!);
     } else {
       server.socket.cork();
+      if (replaySettings) {
+        server.writeSilentQuery(this.settings.replayQuery);
+        server.settingsSignature = this.settings.signature;
+      }
+      for (const frame of ahead) server.write(frame);
       for (const run of queued) flowing = server.write(run);
       server.socket.uncork();
     }
@@ -225,6 +301,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       for (let i = 0; i < this.awaitingReady; i++) replies.push(error, READY_FOR_QUERY.I);
       this.awaitingReady = 0;
       this.unsynced = false;
+      this.statements.reset();
       this.socket.write(Buffer.concat(replies));
       this.socket.resume();
       return;
@@ -246,11 +323,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   onReadyForQuery(status: number): boolean {
     if (this.awaitingReady > 0) this.awaitingReady--;
     this.transactionStatus = status;
+    this.statements.onReadyForQuery();
+    if (status === STATUS_IDLE && this.settings.hasPending) this.commitSettings();
     // A terminating client lets go once its last reply is in; release() judges cleanliness.
     if (this.terminating) return this.awaitingReady === 0;
     if (this.awaitingReady > 0 || this.unsynced || this.clientInCopyIn || this.reader.isMidFrame)
       return false;
     if (this.shuttingDown) return status === STATUS_IDLE;
+    if (this.pinnedReason !== undefined) return false;
     switch (this.mode) {
       case 'transaction':
         return status === STATUS_IDLE;
@@ -289,14 +369,70 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   onCopyInResponse(): void {
     // Syncs sent after the Execute that started COPY IN are ignored by the server.
+    this.statements.unexpectReady(Math.min(this.awaitingReady, this.syncsSinceExecute));
     this.awaitingReady = Math.max(0, this.awaitingReady - this.syncsSinceExecute);
     this.syncsSinceExecute = 0;
     this.clientInCopyIn = true;
   }
 
-  onServerError(_fatal: boolean): void {
+  onServerError(_fatal: boolean): Buffer | undefined {
     // An error ends COPY IN on the server side; later Syncs count again.
     this.clientInCopyIn = false;
+    this.settings.noteFailure();
+    return this.statements.onError(this.server);
+  }
+
+  onParseOrCloseComplete(): boolean {
+    return this.statements.onParseOrCloseComplete();
+  }
+
+  // ---- session state ----------------------------------------------------------------------------
+
+  private noteSessionEffect(sql: string): void {
+    const effect = classifyStatement(sql);
+    switch (effect.kind) {
+      case 'none':
+        return;
+      case 'pin':
+        this.pin(effect.reason);
+        return;
+      case 'rollback':
+        this.settings.noteFailure();
+        return;
+      default:
+        this.settings.note(effect);
+    }
+  }
+
+  /** From now on this client keeps its server: its state cannot be moved to another. */
+  private pin(reason: string): void {
+    if (this.pinnedReason !== undefined || this.mode === 'session') return;
+    this.pinnedReason = reason;
+    pinningStats.pinned++;
+    logger.info(
+      { user: this.user, database: this.database, reason },
+      'client pinned to its server connection',
+    );
+  }
+
+  /** Settings changes committed: record what the server now runs, and repair it if needed. */
+  private commitSettings(): void {
+    const { serverSignature, forgetStatements } = this.settings.commit();
+    const server = this.server;
+    if (forgetStatements) {
+      this.statements.forgetAll();
+      server?.forgetAllStatements();
+    }
+    if (!server) return;
+    server.settingsSignature = serverSignature;
+    if (
+      serverSignature !== this.settings.signature &&
+      (this.mode === 'session' || this.pinnedReason !== undefined)
+    ) {
+      // The client stays on this server: put its session defaults back right away.
+      server.writeSilentQuery(this.settings.replayQuery);
+      server.settingsSignature = this.settings.signature;
+    }
   }
 
   onServerParameterStatus(name: string, value: string): void {
@@ -305,6 +441,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   onServerLost(server: ServerConnection, err: Error | undefined): void {
     if (this.server === server) this.server = null;
+    this.statements.reset();
     this.pool.release(server, false);
     if (this.closed) return;
     logger.info(
@@ -398,8 +535,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const server = this.server;
     if (server) {
       this.server = null;
-      // Anything unanswered or an open transaction makes the server unusable for anyone else.
-      this.pool.release(server, this.isIdle && !this.reader.isMidFrame);
+      // Anything unanswered, an open transaction or pinned state makes the server unusable
+      // for anyone else.
+      this.pool.release(server, this.isIdle && !this.reader.isMidFrame && this.pinnedReason === undefined);
     }
     if (!this.socket.destroyed) {
       // Drain and discard whatever the client still sends, so its FIN is read even when the

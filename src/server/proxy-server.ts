@@ -17,6 +17,7 @@ import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { type AuthMethod, ClientGone, runLogin } from './client-login.js';
 import { ClientSession, type PoolMode } from './client-session.js';
+import { startupSettings } from './session-state.js';
 
 export interface ProxyServerOptions {
   host: string;
@@ -28,6 +29,35 @@ export interface ProxyServerOptions {
   loginTimeoutMs: number;
   passwordOf(user: string): string | undefined;
   pools: PoolManager;
+}
+
+/** The server's spelling of a reported parameter (e.g. DateStyle for datestyle). */
+function reportedName(serverParameters: ReadonlyMap<string, string>, key: string): string | undefined {
+  const lower = key.toLowerCase();
+  for (const name of serverParameters.keys()) if (name.toLowerCase() === lower) return name;
+  return undefined;
+}
+
+function sameEncoding(a: string, b: string): boolean {
+  const norm = (s: string) => s.replace(/[-_]/g, '').toLowerCase();
+  return norm(a) === norm(b);
+}
+
+/**
+ * The client's startup settings worth replaying: all but a client_encoding that already is
+ * the server's, which every driver sends and which would otherwise mark every client distinct.
+ */
+function clientStartupSettings(
+  parameters: ReadonlyMap<string, string>,
+  serverParameters: ReadonlyMap<string, string>,
+): Map<string, string> {
+  const settings = startupSettings(parameters);
+  const encoding = parameters.get('client_encoding');
+  const serverEncoding = serverParameters.get('client_encoding');
+  if (encoding !== undefined && serverEncoding !== undefined && sameEncoding(encoding, serverEncoding)) {
+    settings.delete('client_encoding');
+  }
+  return settings;
 }
 
 export class ProxyServer {
@@ -106,15 +136,32 @@ export class ProxyServer {
       }
       this.admitted++;
       socket.once('close', () => this.admitted--);
+      const replication = result.parameters.get('replication');
+      if (replication !== undefined && !/^(false|off|no|0)$/i.test(replication)) {
+        throw new ProxyError(
+          SqlState.FeatureNotSupported,
+          'replication connections are not supported by Sluice',
+          {
+            severity: 'FATAL',
+            hint: 'connect replication clients straight to PostgreSQL',
+          },
+        );
+      }
       const pool = options.pools.get(result.database, result.user);
       const serverParameters = await pool.parametersForLogin();
       if (socket.destroyed) return;
+      const startup = clientStartupSettings(result.parameters, serverParameters);
 
       const processId = this.newProcessId();
       const secretKey = randomInt(-0x80000000, 0x7fffffff);
       const welcome: Buffer[] = [];
-      // What the server connections really run with; client startup settings are issue 4.
+      // What the server connections run with, with the client's own startup settings on top:
+      // Sluice applies those on whichever server the client gets.
       const reported = new Map(serverParameters);
+      for (const [key, value] of result.parameters) {
+        const name = reportedName(serverParameters, key);
+        if (name !== undefined && startup.has(key.toLowerCase())) reported.set(name, value);
+      }
       for (const [name, value] of reported) welcome.push(createParameterStatus(name, value));
       welcome.push(createBackendKeyData(processId, secretKey), READY_FOR_QUERY.I);
       socket.write(Buffer.concat(welcome));
@@ -128,6 +175,7 @@ export class ProxyServer {
         reported,
         options.maxMessageBytes,
         { onSessionClosed: (s) => this.sessions.delete(s.processId) },
+        startup,
       );
       this.sessions.set(processId, session);
       session.start(result.leftover);

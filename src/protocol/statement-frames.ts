@@ -1,0 +1,115 @@
+// Owns reading and rewriting the statement names inside Parse, Bind, Describe and Close frames,
+// which transaction pooling needs to map a client's statement names onto shared server-side ones.
+// https://www.postgresql.org/docs/current/protocol-message-formats.html
+import { createHash } from 'node:crypto';
+import { FrontendType } from './frontend-messages.js';
+
+/** Offset just past the NUL ending the C string that starts at `pos`, or -1. */
+function cstringEnd(buf: Buffer, pos: number, end: number): number {
+  const nul = buf.indexOf(0, pos);
+  return nul < 0 || nul >= end ? -1 : nul + 1;
+}
+
+/** The statement name of a Parse frame; '' for the unnamed statement, undefined if malformed. */
+export function peekParseName(buf: Buffer, start: number, end: number): string | undefined {
+  if (buf[start + 5] === 0) return '';
+  const nameEnd = cstringEnd(buf, start + 5, end);
+  return nameEnd < 0 ? undefined : buf.toString('utf8', start + 5, nameEnd - 1);
+}
+
+/**
+ * The server-side name for a Parse frame's statement: a hash of its query text and parameter
+ * types, so every client preparing the same statement shares one per server connection.
+ */
+export function serverStatementName(buf: Buffer, start: number, end: number): string | undefined {
+  const nameEnd = cstringEnd(buf, start + 5, end);
+  if (nameEnd < 0) return undefined;
+  return `sluice_${createHash('sha1').update(buf.subarray(nameEnd, end)).digest('hex').slice(0, 24)}`;
+}
+
+/** The query text of a Parse frame. */
+export function peekParseQuery(buf: Buffer, start: number, end: number): string | undefined {
+  const nameEnd = cstringEnd(buf, start + 5, end);
+  if (nameEnd < 0) return undefined;
+  const queryEnd = cstringEnd(buf, nameEnd, end);
+  return queryEnd < 0 ? undefined : buf.toString('utf8', nameEnd, queryEnd - 1);
+}
+
+function frameWith(type: number, parts: Buffer[]): Buffer {
+  let length = 4;
+  for (const p of parts) length += p.length;
+  const out = Buffer.allocUnsafe(1 + length);
+  out[0] = type;
+  out.writeInt32BE(length, 1);
+  let pos = 5;
+  for (const p of parts) pos += p.copy(out, pos);
+  return out;
+}
+
+function cstring(s: string): Buffer {
+  return Buffer.from(`${s}\0`);
+}
+
+/** A copy of a Parse frame with its statement name replaced. */
+export function renameParse(buf: Buffer, start: number, end: number, name: string): Buffer {
+  const nameEnd = cstringEnd(buf, start + 5, end);
+  return frameWith(FrontendType.Parse, [cstring(name), buf.subarray(nameEnd, end)]);
+}
+
+/** Bind: portal name, then statement name. Returns the statement name and where it lies. */
+export function peekBindStatement(
+  buf: Buffer,
+  start: number,
+  end: number,
+): { name: string; nameStart: number; nameEnd: number } | undefined {
+  const portalEnd = cstringEnd(buf, start + 5, end);
+  if (portalEnd < 0) return undefined;
+  if (buf[portalEnd] === 0) return { name: '', nameStart: portalEnd, nameEnd: portalEnd + 1 };
+  const nameEnd = cstringEnd(buf, portalEnd, end);
+  if (nameEnd < 0) return undefined;
+  return { name: buf.toString('utf8', portalEnd, nameEnd - 1), nameStart: portalEnd, nameEnd };
+}
+
+/** A copy of a Bind frame naming another statement. */
+export function renameBind(
+  buf: Buffer,
+  start: number,
+  end: number,
+  nameStart: number,
+  nameEnd: number,
+  name: string,
+): Buffer {
+  return frameWith(FrontendType.Bind, [
+    buf.subarray(start + 5, nameStart),
+    cstring(name),
+    buf.subarray(nameEnd, end),
+  ]);
+}
+
+/** Describe and Close: a kind byte ('S' statement, 'P' portal) and a name. */
+export function peekTarget(
+  buf: Buffer,
+  start: number,
+  end: number,
+): { kind: number; name: string } | undefined {
+  const kind = buf[start + 5];
+  if (kind === undefined || start + 6 >= end) return undefined;
+  const nameEnd = cstringEnd(buf, start + 6, end);
+  if (nameEnd !== end) return undefined;
+  return { kind, name: buf.toString('utf8', start + 6, end - 1) };
+}
+
+export const STATEMENT = 0x53; // 'S'
+
+export function createDescribeStatement(name: string): Buffer {
+  return frameWith(FrontendType.Describe, [Buffer.from([STATEMENT]), cstring(name)]);
+}
+
+/** A Parse with no parameter types. */
+export function createParse(name: string, query: string): Buffer {
+  return frameWith(FrontendType.Parse, [cstring(name), cstring(query), Buffer.from([0, 0])]);
+}
+
+export function createCloseStatement(name: string): Buffer {
+  return frameWith(FrontendType.Close, [Buffer.from([STATEMENT]), cstring(name)]);
+}

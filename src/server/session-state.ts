@@ -1,0 +1,335 @@
+// Owns what a client's session looks like to PostgreSQL beyond its transaction: the settings it
+// asked for at startup or with SET, and the statements that tie it to one server (pinning).
+// In transaction mode a client gets whichever server is free, so Sluice replays these settings
+// on that server before the client's own messages. Classification is by the statement's leading
+// keywords: cheap, and conservative where it cannot tell (it pins rather than leak state).
+
+/** What a statement does to session state, as far as pooling cares. */
+export type SessionEffect =
+  | { kind: 'set'; name: string; sql: string }
+  | { kind: 'reset'; name: string }
+  | { kind: 'reset-all' }
+  | { kind: 'discard-all' }
+  | { kind: 'deallocate-all' }
+  | { kind: 'rollback' }
+  | { kind: 'pin'; reason: string }
+  | { kind: 'none' };
+
+const NONE: SessionEffect = { kind: 'none' };
+
+// Startup parameters that are not settings.
+const NOT_SETTINGS = new Set(['user', 'database', 'replication', 'options']);
+
+/** Quotes a value as a SQL string literal. */
+function literal(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+/** Quotes a setting name unless it is a plain (possibly dotted) identifier. */
+function settingName(name: string): string {
+  return /^[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;
+}
+
+/** `SET name TO 'value'` for a startup parameter. */
+export function setStatement(name: string, value: string): string {
+  return `SET ${settingName(name)} TO ${literal(value)}`;
+}
+
+/**
+ * The settings a StartupMessage asks for, as (lower-case name → SET statement): every parameter
+ * but user/database/replication, plus each `-c name=value` / `--name=value` in `options`.
+ */
+export function startupSettings(parameters: ReadonlyMap<string, string>): Map<string, string> {
+  const settings = new Map<string, string>();
+  for (const [name, value] of parameters) {
+    if (NOT_SETTINGS.has(name)) continue;
+    settings.set(name.toLowerCase(), setStatement(name, value));
+  }
+  const options = parameters.get('options');
+  if (options) {
+    for (const [name, value] of parseOptions(options))
+      settings.set(name.toLowerCase(), setStatement(name, value));
+  }
+  return settings;
+}
+
+/** Splits libpq's `options` (backslash escapes spaces) into `-c name=value` pairs. */
+export function parseOptions(options: string): [string, string][] {
+  const words: string[] = [];
+  let word = '';
+  let inWord = false;
+  for (let i = 0; i < options.length; i++) {
+    const ch = options[i]!;
+    if (ch === '\\' && i + 1 < options.length) {
+      word += options[++i];
+      inWord = true;
+    } else if (ch === ' ' || ch === '\t' || ch === '\n') {
+      if (inWord) words.push(word);
+      word = '';
+      inWord = false;
+    } else {
+      word += ch;
+      inWord = true;
+    }
+  }
+  if (inWord) words.push(word);
+  const pairs: [string, string][] = [];
+  for (let i = 0; i < words.length; i++) {
+    let w = words[i]!;
+    if (w === '-c' && i + 1 < words.length) w = words[++i]!;
+    else if (w.startsWith('-c')) w = w.slice(2);
+    else if (w.startsWith('--')) w = w.slice(2);
+    else continue;
+    const eq = w.indexOf('=');
+    if (eq <= 0) continue;
+    pairs.push([w.slice(0, eq).replaceAll('-', '_'), w.slice(eq + 1)]);
+  }
+  return pairs;
+}
+
+/** Strips leading whitespace and SQL comments. */
+function skipNoise(sql: string): string {
+  let s = sql;
+  for (;;) {
+    const t = s.trimStart();
+    if (t.startsWith('--')) {
+      const nl = t.indexOf('\n');
+      s = nl < 0 ? '' : t.slice(nl + 1);
+    } else if (t.startsWith('/*')) {
+      const close = t.indexOf('*/');
+      s = close < 0 ? '' : t.slice(close + 2);
+    } else {
+      return t;
+    }
+  }
+}
+
+/** True when text after the first statement holds another statement (`; stmt`). */
+function hasMoreStatements(sql: string): boolean {
+  const semi = sql.indexOf(';');
+  return semi >= 0 && skipNoise(sql.slice(semi + 1)).length > 0;
+}
+
+const SESSION_LOCK = /pg_(try_)?advisory_lock(_shared)?\s*\(/i;
+const SET_CONFIG_SESSION = /set_config\s*\(\s*'((?:[^']|'')*)'\s*,\s*('(?:[^']|'')*')\s*,\s*false\s*\)/i;
+const SET_STATEMENT_LATER = /;\s*(set|reset|discard)\s/i;
+
+/**
+ * Classifies one query string (a simple Query, possibly several statements, or a Parse).
+ * Statements after the first are only looked at for state changes, which pin.
+ */
+export function classifyStatement(sql: string): SessionEffect {
+  const text = skipNoise(sql);
+  const head = text.slice(0, 64).toLowerCase();
+  const word = /^[a-z_]+/.exec(head)?.[0] ?? '';
+  const multi = hasMoreStatements(text);
+  if (multi && (SET_STATEMENT_LATER.test(text) || SESSION_LOCK.test(text))) {
+    return { kind: 'pin', reason: 'session state changed inside a multi-statement query' };
+  }
+  switch (word) {
+    case 'set':
+      if (multi) return { kind: 'pin', reason: 'SET inside a multi-statement query' };
+      return classifySet(text);
+    case 'reset': {
+      if (multi) return { kind: 'pin', reason: 'RESET inside a multi-statement query' };
+      const m = /^reset\s+(.+?)\s*;?\s*$/is.exec(text);
+      const target = m?.[1]?.trim().toLowerCase() ?? '';
+      if (target === 'all') return { kind: 'reset-all' };
+      if (target === 'session authorization' || target === 'role') return { kind: 'reset', name: target };
+      return target ? { kind: 'reset', name: unquote(target) } : NONE;
+    }
+    case 'discard':
+      if (/^discard\s+all\b/.test(head))
+        return multi ? { kind: 'pin', reason: 'DISCARD ALL in a batch' } : { kind: 'discard-all' };
+      return NONE;
+    case 'prepare':
+      return { kind: 'pin', reason: 'SQL PREPARE' };
+    case 'deallocate':
+      if (multi) return { kind: 'pin', reason: 'DEALLOCATE in a batch' };
+      return /^deallocate\s+(prepare\s+)?all\b/.test(head)
+        ? { kind: 'deallocate-all' }
+        : { kind: 'pin', reason: 'DEALLOCATE' };
+    case 'rollback':
+    case 'abort':
+      return /^rollback\s+(to|prepared)\b/.test(head) ? NONE : { kind: 'rollback' };
+    case 'listen':
+      return { kind: 'pin', reason: 'LISTEN' };
+    case 'load':
+      return { kind: 'pin', reason: 'LOAD' };
+    case 'declare':
+      return /\bwith\s+hold\b/i.test(text) ? { kind: 'pin', reason: 'DECLARE ... WITH HOLD' } : NONE;
+    case 'create':
+      return /^create\s+(global\s+|local\s+)?(temp|temporary)\s/.test(head)
+        ? { kind: 'pin', reason: 'temporary table' }
+        : NONE;
+  }
+  if (SESSION_LOCK.test(text)) return { kind: 'pin', reason: 'session advisory lock' };
+  const setConfig = SET_CONFIG_SESSION.exec(text);
+  if (setConfig) {
+    if (multi) return { kind: 'pin', reason: 'set_config in a multi-statement query' };
+    const name = setConfig[1]!.replaceAll("''", "'").toLowerCase();
+    return { kind: 'set', name, sql: `SET ${settingName(name)} TO ${setConfig[2]}` };
+  }
+  return NONE;
+}
+
+function unquote(name: string): string {
+  return name.startsWith('"') && name.endsWith('"') ? name.slice(1, -1).replaceAll('""', '"') : name;
+}
+
+function classifySet(text: string): SessionEffect {
+  const sql = text.replace(/[\s;]+$/, '');
+  const rest = sql.replace(/^set\s+/i, '');
+  const lower = rest.toLowerCase();
+  if (/^local\s/.test(lower)) return NONE;
+  if (/^transaction\s/.test(lower)) return NONE;
+  const body =
+    /^session\s/.test(lower) && !/^session\s+(authorization|characteristics)\b/.test(lower)
+      ? rest.slice(8).trimStart()
+      : rest;
+  const b = body.toLowerCase();
+  if (/^session\s+authorization\b/.test(b)) return { kind: 'pin', reason: 'SET SESSION AUTHORIZATION' };
+  if (/^session\s+characteristics\b/.test(b)) return { kind: 'set', name: 'session characteristics', sql };
+  if (/^time\s+zone\b/.test(b)) return { kind: 'set', name: 'timezone', sql };
+  if (/^role\b/.test(b)) return { kind: 'set', name: 'role', sql };
+  if (/^names\b/.test(b)) return { kind: 'set', name: 'client_encoding', sql };
+  const m = /^("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*(?:\.[a-z_][a-z0-9_$]*)?)\s*(=|\bto\b)/i.exec(body);
+  if (!m) return { kind: 'pin', reason: 'SET that Sluice cannot read' };
+  return { kind: 'set', name: unquote(m[1]!.toLowerCase()), sql };
+}
+
+/** A server whose settings are not known to match any client's: the next client replays its own. */
+export const UNKNOWN_SETTINGS = '\0unknown';
+
+function simpleQuery(text: string): Buffer {
+  const body = Buffer.byteLength(text) + 1;
+  const frame = Buffer.allocUnsafe(5 + body);
+  frame[0] = 0x51; // 'Q'
+  frame.writeInt32BE(4 + body, 1);
+  frame.write(text, 5);
+  frame[4 + body] = 0;
+  return frame;
+}
+
+/**
+ * One client's settings: those from its StartupMessage (its session defaults, which RESET
+ * returns to) and those it SET since. Changes wait until the statement that made them is known
+ * to have committed (ReadyForQuery 'I' with no error on the way).
+ */
+export class SessionSettings {
+  private readonly sets = new Map<string, string>();
+  private pending: SessionEffect[] = [];
+  private failed = false;
+  signature = '';
+  private replay: Buffer | undefined;
+
+  constructor(private readonly startup: ReadonlyMap<string, string>) {
+    this.recompute();
+  }
+
+  /** A simple Query that puts a server into exactly this client's settings. */
+  get replayQuery(): Buffer {
+    this.replay ??= simpleQuery(['RESET ALL', ...this.startup.values(), ...this.sets.values()].join('; '));
+    return this.replay;
+  }
+
+  note(effect: SessionEffect): void {
+    this.pending.push(effect);
+  }
+
+  get hasPending(): boolean {
+    return this.pending.length > 0;
+  }
+
+  /** An error or ROLLBACK: what is pending did not happen. */
+  noteFailure(): void {
+    if (this.pending.length > 0) this.failed = true;
+  }
+
+  /**
+   * At ReadyForQuery 'I': applies what committed and returns the signature of what the server
+   * that ran it now runs (UNKNOWN_SETTINGS when a RESET took it back to server defaults).
+   */
+  commit(): { serverSignature: string; forgetStatements: boolean } {
+    const effects = this.pending;
+    const failed = this.failed;
+    this.pending = [];
+    this.failed = false;
+    if (failed) return { serverSignature: this.signature, forgetStatements: false };
+    let serverDiverged = false;
+    let forgetStatements = false;
+    for (const effect of effects) {
+      switch (effect.kind) {
+        case 'set':
+          this.sets.delete(effect.name);
+          this.sets.set(effect.name, effect.sql);
+          break;
+        case 'reset':
+          this.sets.delete(effect.name);
+          if (this.startup.has(effect.name)) serverDiverged = true;
+          break;
+        case 'discard-all':
+          forgetStatements = true;
+          this.sets.clear();
+          if (this.startup.size > 0) serverDiverged = true;
+          break;
+        case 'reset-all':
+          this.sets.clear();
+          if (this.startup.size > 0) serverDiverged = true;
+          break;
+        case 'deallocate-all':
+          forgetStatements = true;
+          break;
+      }
+    }
+    this.recompute();
+    return { serverSignature: serverDiverged ? UNKNOWN_SETTINGS : this.signature, forgetStatements };
+  }
+
+  private recompute(): void {
+    this.signature = [...this.startup.values(), ...this.sets.values()].join('; ');
+    this.replay = undefined;
+  }
+}
+
+const SPACE = new Uint8Array(256);
+for (const c of [0x20, 0x09, 0x0a, 0x0d, 0x0c]) SPACE[c] = 1;
+// First letters of statements that can change session state (lower-cased).
+const STATEFUL_FIRST = new Uint8Array(256);
+for (const c of 'srdplca-/') STATEFUL_FIRST[c.charCodeAt(0)] = 1;
+
+/**
+ * Cheap byte-level pre-check on query text in a frame, so the common INSERT/UPDATE/SELECT is not
+ * decoded: false means classifyStatement would surely answer 'none'.
+ */
+export function mayAffectSession(buf: Buffer, start: number, end: number): boolean {
+  let pos = start;
+  while (pos < end && SPACE[buf[pos]!] === 1) pos++;
+  if (pos >= end) return false;
+  const first = buf[pos]! | 0x20;
+  if (
+    STATEFUL_FIRST[first] === 1 &&
+    !(first === 0x73 && (buf[pos + 1]! | 0x20) === 0x65 && (buf[pos + 2]! | 0x20) === 0x6c)
+  ) {
+    // Anything but SELECT starting with s/r/d/p/l/c/a, or a comment: look closer.
+    return true;
+  }
+  const text = buf.subarray(pos, end);
+  return (
+    text.indexOf(';') >= 0 ||
+    text.indexOf('advisory') >= 0 ||
+    text.indexOf('ADVISORY') >= 0 ||
+    text.indexOf('set_config') >= 0 ||
+    text.indexOf('SET_CONFIG') >= 0
+  );
+}
+
+/** The same pre-check as mayAffectSession, on a decoded string (Parse query text). */
+export function mayAffectSessionText(sql: string): boolean {
+  let pos = 0;
+  while (pos < sql.length && SPACE[sql.charCodeAt(pos)] === 1) pos++;
+  if (pos >= sql.length) return false;
+  const first = sql.charCodeAt(pos) | 0x20;
+  if (first < 256 && STATEFUL_FIRST[first] === 1 && !/^sel/i.test(sql.slice(pos, pos + 3))) return true;
+  return /;|advisory|set_config/i.test(sql);
+}
