@@ -43,10 +43,13 @@ export interface ServerOwner {
   /** Called after the last byte up to the releasing ReadyForQuery went to the client. */
   onServerReleasable(server: ServerConnection): void;
   onCopyInResponse(): void;
-  /** A ParseComplete or CloseComplete arrived: true when it answers a message Sluice injected. */
-  onParseOrCloseComplete(): boolean;
+  /**
+   * A ParseComplete or CloseComplete arrived: true drops it (it answers a message Sluice
+   * injected), a frame replaces it, false forwards it.
+   */
+  onParseOrCloseComplete(): boolean | Buffer;
   /** An ErrorResponse arrived; a returned frame replaces it (errors Sluice words itself). */
-  onServerError(fatal: boolean): Buffer | undefined;
+  onServerError(fatal: boolean, code: string | undefined): Buffer | undefined;
   onServerParameterStatus(name: string, value: string): void;
   /** The server connection died while owned (socket error or close). */
   onServerLost(server: ServerConnection, err: Error | undefined): void;
@@ -94,6 +97,7 @@ export class ServerConnection implements FrameHandler {
   settingsSignature = '';
   /** Server-side statement names prepared here, least recently used first. */
   private readonly preparedStatements = new Map<string, true>();
+  private readonly staleStatements = new Set<string>();
   /** Injected simple queries whose replies, up to their ReadyForQuery, clients must not see. */
   private swallowing = 0;
   private owner: ServerOwner | null = null;
@@ -165,9 +169,20 @@ export class ServerConnection implements FrameHandler {
     this.preparedStatements.delete(name);
   }
 
+  /** The statement's plan no longer matches the schema: close it before it is parsed again. */
+  markStale(name: string): void {
+    if (this.preparedStatements.delete(name)) this.staleStatements.add(name);
+  }
+
+  /** True (once) when `name` must be closed before it is parsed again. */
+  takeStale(name: string): boolean {
+    return this.staleStatements.delete(name);
+  }
+
   /** After DISCARD ALL / DEALLOCATE ALL nothing is prepared any more. */
   forgetAllStatements(): void {
     this.preparedStatements.clear();
+    this.staleStatements.clear();
   }
 
   /** Forwards what precedes a frame, then replaces the frame (or drops it). */
@@ -246,9 +261,12 @@ export class ServerConnection implements FrameHandler {
     }
     switch (type) {
       case PARSE_COMPLETE:
-      case CLOSE_COMPLETE:
-        if (this.owner?.onParseOrCloseComplete()) this.cut(buf, start, end);
+      case CLOSE_COMPLETE: {
+        const verdict = this.owner?.onParseOrCloseComplete();
+        if (verdict === true) this.cut(buf, start, end);
+        else if (verdict) this.cut(buf, start, end, verdict);
         return;
+      }
       case BackendType.ReadyForQuery: {
         const status = peekTransactionStatus(buf, start);
         this.transactionStatus = status;
@@ -279,7 +297,7 @@ export class ServerConnection implements FrameHandler {
             'idle server connection reported an error',
           );
         }
-        const replacement = this.owner?.onServerError(fatal);
+        const replacement = this.owner?.onServerError(fatal, fields.C);
         if (replacement) this.cut(buf, start, end, replacement);
         return;
       }

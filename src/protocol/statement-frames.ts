@@ -21,10 +21,11 @@ export function peekParseName(buf: Buffer, start: number, end: number): string |
  * The server-side name for a Parse frame's statement: a hash of its query text and parameter
  * types, so every client preparing the same statement shares one per server connection.
  */
-export function serverStatementName(buf: Buffer, start: number, end: number): string | undefined {
+export function serverStatementName(buf: Buffer, start: number, end: number, epoch = 0): string | undefined {
   const nameEnd = cstringEnd(buf, start + 5, end);
   if (nameEnd < 0) return undefined;
-  return `sluice_${createHash('sha1').update(buf.subarray(nameEnd, end)).digest('hex').slice(0, 24)}`;
+  const hash = createHash('sha1').update(buf.subarray(nameEnd, end)).digest('hex').slice(0, 24);
+  return epoch === 0 ? `sluice_${hash}` : `sluice_${hash}_${epoch}`;
 }
 
 /** The query text of a Parse frame. */

@@ -12,13 +12,8 @@ import { FrontendType } from '../protocol/frontend-messages.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { peekParseQuery } from '../protocol/statement-frames.js';
-import { ClientStatements } from './client-statements.js';
-import {
-  classifyStatement,
-  mayAffectSession,
-  mayAffectSessionText,
-  SessionSettings,
-} from './session-state.js';
+import { ClientStatements, type DeferredParse, noteSchemaChange } from './client-statements.js';
+import { classifyQuery, mayAffectSession, mayAffectSessionText, SessionSettings } from './session-state.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
 
@@ -49,7 +44,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private clientInCopyIn = false;
   private transactionStatus = STATUS_IDLE;
   /** Runs of client bytes waiting for a server connection. */
-  private queued: Buffer[] = [];
+  private queued: (Buffer | DeferredParse)[] = [];
   private acquiring = false;
   private pausedForAcquire = false;
   private terminating = false;
@@ -203,7 +198,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   }
 
   /** FrameSink: a frame Sluice wrote in place of (or ahead of) the client's current one. */
-  emit(frame: Buffer): void {
+  emit(frame: Buffer | DeferredParse): void {
     if (!this.frameFlushed && this.frameBuf) {
       this.frameFlushed = true;
       this.forwardRun(this.frameBuf, this.frameStart);
@@ -221,11 +216,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.send(run);
   }
 
-  private send(run: Buffer): void {
+  private send(run: Buffer | DeferredParse): void {
     if (this.closed) return;
     const server = this.server;
     if (server) {
-      if (!server.write(run)) this.waitForServerDrain(server);
+      // A DeferredParse only exists while no server is assigned.
+      if (!server.write(run as Buffer)) this.waitForServerDrain(server);
       return;
     }
     this.queued.push(run);
@@ -269,8 +265,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const ahead = this.statements.prepareServer(server);
     const replaySettings = server.settingsSignature !== this.settings.signature;
     let flowing = true;
-    if (queued.length === 1 && ahead.length === 0 && !replaySettings) {
-      flowing = server.write(queued[0]!);
+    const first = queued[0];
+    if (queued.length === 1 && ahead.length === 0 && !replaySettings && Buffer.isBuffer(first)) {
+      flowing = server.write(first);
     } else {
       server.socket.cork();
       if (replaySettings) {
@@ -278,7 +275,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         server.settingsSignature = this.settings.signature;
       }
       for (const frame of ahead) server.write(frame);
-      for (const run of queued) flowing = server.write(run);
+      for (const run of queued) {
+        flowing = server.write(Buffer.isBuffer(run) ? run : this.statements.resolveQueued(server, run));
+      }
       server.socket.uncork();
     }
     queued.length = 0;
@@ -375,32 +374,34 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.clientInCopyIn = true;
   }
 
-  onServerError(_fatal: boolean): Buffer | undefined {
+  onServerError(_fatal: boolean, code: string | undefined): Buffer | undefined {
     // An error ends COPY IN on the server side; later Syncs count again.
     this.clientInCopyIn = false;
     this.settings.noteFailure();
-    return this.statements.onError(this.server);
+    return this.statements.onError(this.server, code);
   }
 
-  onParseOrCloseComplete(): boolean {
+  onParseOrCloseComplete(): boolean | Buffer {
     return this.statements.onParseOrCloseComplete();
   }
 
   // ---- session state ----------------------------------------------------------------------------
 
   private noteSessionEffect(sql: string): void {
-    const effect = classifyStatement(sql);
-    switch (effect.kind) {
-      case 'none':
-        return;
-      case 'pin':
-        this.pin(effect.reason);
-        return;
-      case 'rollback':
-        this.settings.noteFailure();
-        return;
-      default:
-        this.settings.note(effect);
+    for (const effect of classifyQuery(sql)) {
+      switch (effect.kind) {
+        case 'pin':
+          this.pin(effect.reason);
+          break;
+        case 'rollback':
+          this.settings.noteFailure();
+          break;
+        case 'ddl':
+          noteSchemaChange();
+          break;
+        default:
+          this.settings.note(effect);
+      }
     }
   }
 

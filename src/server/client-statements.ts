@@ -24,38 +24,68 @@ export interface PreparedStatement {
   parse: Buffer;
 }
 
+interface ParseExpected {
+  parse: string;
+  drop: boolean;
+  clientName: string | undefined;
+}
+
 /** What a reply in the FIFO answers. */
 type Expected =
   | typeof FORWARD
   | typeof DROP
   | typeof BATCH_END
-  | { parse: string; drop: boolean; clientName: string | undefined }
-  | { replaceError: Buffer };
+  | ParseExpected
+  | { replaceError: Buffer }
+  | { replaceComplete: Buffer }
+  | DeferredParse;
 
 const FORWARD = 0; // the client's own Parse/Close: its reply goes to the client
 const DROP = 1; // an injected Close: its reply is Sluice's
 const BATCH_END = 2; // a Sync or Query: answered by ReadyForQuery
 
+/** A client's Parse queued before a server was assigned: what it becomes depends on that server. */
+export interface DeferredParse {
+  deferred: PreparedStatement;
+  clientName: string;
+}
+
 /** Where rewritten frames go: the server now, or the queue until one is assigned. */
 export interface FrameSink {
-  emit(frame: Buffer): void;
+  emit(frame: Buffer | DeferredParse): void;
   readonly server: ServerConnection | null;
 }
 
-/** Plan-cache counters: a hit is a Bind/Describe on a server that already had the statement. */
+/** Plan-cache counters: a hit is a Parse/Bind/Describe on a server that already had the statement. */
 export const statementCacheStats = { hits: 0, misses: 0 };
+
+/**
+ * Bumped by DDL through Sluice and by every "cached plan must not change result type" error.
+ * It is part of the server-side name of statements parsed afterwards, so a client that parses
+ * after a schema change gets a fresh statement, while clients holding the old one get 0A000
+ * from PostgreSQL exactly as they would without Sluice (and their drivers re-prepare).
+ */
+let schemaEpoch = 0;
+
+export function noteSchemaChange(): void {
+  schemaEpoch++;
+}
 
 // A Parse that PostgreSQL is sure to reject (named, so a failure leaves the client's unnamed
 // statement alone): its error stands in for 42P05 at the right place in the reply stream.
 const FAILING_PARSE = createParse('sluice_duplicate', 'SLUICE DUPLICATE PREPARED STATEMENT');
+const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+// Closing a statement that does not exist succeeds: a harmless message whose CloseComplete
+// stands in for the ParseComplete of a Parse the server did not need.
+const NOOP_CLOSE = createCloseStatement('sluice_noop');
 
 export class ClientStatements {
   private readonly statements = new Map<string, PreparedStatement>();
   private expected: Expected[] = [];
   /** Statements referenced while no server was assigned: checked against the server we get. */
   private neededAtAttach: PreparedStatement[] = [];
-  /** Server names Parsed while no server was assigned: that server will have them. */
-  private parsedWhileQueued: string[] = [];
+  /** The server name last bound or described: the suspect when a plan turns out stale. */
+  private lastUsed: string | undefined;
 
   get size(): number {
     return this.statements.size;
@@ -98,21 +128,63 @@ export class ClientStatements {
       sink.emit(FAILING_PARSE);
       return true;
     }
-    const serverName = serverStatementName(buf, start, end);
+    const serverName = serverStatementName(buf, start, end, schemaEpoch);
     if (serverName === undefined) {
       this.expected.push(FORWARD);
       return false;
     }
     const statement = { serverName, parse: renameParse(buf, start, end, serverName) };
     this.statements.set(name, statement);
-    // Another client may have prepared the same text here: close it first so the Parse (and its
-    // ParseComplete, which the client waits for) happens exactly as the client asked.
-    sink.emit(createCloseStatement(serverName));
-    this.expected.push(DROP);
-    sink.emit(statement.parse);
-    this.expected.push({ parse: serverName, drop: false, clientName: name });
-    this.noteParsed(serverName, sink);
+    const server = sink.server;
+    if (!server) {
+      const deferred: DeferredParse = { deferred: statement, clientName: name };
+      this.expected.push(deferred);
+      sink.emit(deferred);
+      return true;
+    }
+    const entries: Expected[] = [];
+    sink.emit(this.parseOn(server, statement, name, entries));
+    for (const e of entries) this.expected.push(e);
     return true;
+  }
+
+  /**
+   * What a client's Parse becomes on `server`, and the replies to expect. A statement another
+   * client already prepared there is never re-parsed (that would change its result type behind
+   * that client's back after DDL): a no-op Close answers in its place, its CloseComplete turned
+   * into the ParseComplete the client waits for.
+   */
+  private parseOn(
+    server: ServerConnection,
+    statement: PreparedStatement,
+    clientName: string,
+    entries: Expected[],
+  ): Buffer {
+    if (server.hasStatement(statement.serverName)) {
+      statementCacheStats.hits++;
+      entries.push({ replaceComplete: PARSE_COMPLETE });
+      return NOOP_CLOSE;
+    }
+    statementCacheStats.misses++;
+    const frames = this.makeRoom(server, statement.serverName, entries);
+    frames.push(statement.parse);
+    entries.push({ parse: statement.serverName, drop: false, clientName });
+    return frames.length === 1 ? statement.parse : Buffer.concat(frames);
+  }
+
+  /** Closes what must go before `name` is parsed on `server`: a stale copy, an evicted one. */
+  private makeRoom(server: ServerConnection, name: string, entries: Expected[]): Buffer[] {
+    const frames: Buffer[] = [];
+    if (server.takeStale(name)) {
+      frames.push(createCloseStatement(name));
+      entries.push(DROP);
+    }
+    const evicted = server.addStatement(name);
+    if (evicted !== undefined) {
+      frames.push(createCloseStatement(evicted));
+      entries.push(DROP);
+    }
+    return frames;
   }
 
   /** Handles a Bind; returns false when the frame goes out unchanged. */
@@ -123,6 +195,7 @@ export class ClientStatements {
     // Unknown names go through as they are: PostgreSQL answers 26000 in its own words.
     if (!statement) return false;
     this.ensurePrepared(statement, sink);
+    this.lastUsed = statement.serverName;
     sink.emit(renameBind(buf, start, end, target.nameStart, target.nameEnd, statement.serverName));
     return true;
   }
@@ -134,6 +207,7 @@ export class ClientStatements {
     const statement = this.statements.get(target.name);
     if (!statement) return false;
     this.ensurePrepared(statement, sink);
+    this.lastUsed = statement.serverName;
     sink.emit(createDescribeStatement(statement.serverName));
     return true;
   }
@@ -165,22 +239,12 @@ export class ClientStatements {
       return;
     }
     statementCacheStats.misses++;
-    sink.emit(statement.parse);
-    this.expected.push({ parse: statement.serverName, drop: true, clientName: undefined });
-    this.noteParsed(statement.serverName, sink);
-  }
-
-  private noteParsed(serverName: string, sink: FrameSink): void {
-    const server = sink.server;
-    if (!server) {
-      this.parsedWhileQueued.push(serverName);
-      return;
-    }
-    const evicted = server.addStatement(serverName);
-    if (evicted !== undefined) {
-      sink.emit(createCloseStatement(evicted));
-      this.expected.push(DROP);
-    }
+    const entries: Expected[] = [];
+    const frames = this.makeRoom(server, statement.serverName, entries);
+    frames.push(statement.parse);
+    entries.push({ parse: statement.serverName, drop: true, clientName: undefined });
+    for (const frame of frames) sink.emit(frame);
+    for (const e of entries) this.expected.push(e);
   }
 
   /**
@@ -196,29 +260,33 @@ export class ClientStatements {
         continue;
       }
       statementCacheStats.misses++;
-      frames.push(statement.parse);
+      frames.push(...this.makeRoom(server, statement.serverName, front), statement.parse);
       front.push({ parse: statement.serverName, drop: true, clientName: undefined });
-      const evicted = server.addStatement(statement.serverName);
-      if (evicted !== undefined) {
-        frames.push(createCloseStatement(evicted));
-        front.push(DROP);
-      }
     }
-    // Queued Parses will run on this server after the injected frames.
-    for (const name of this.parsedWhileQueued) server.addStatement(name);
     this.neededAtAttach = [];
-    this.parsedWhileQueued = [];
     if (front.length > 0) this.expected = front.concat(this.expected);
     return frames;
   }
 
+  /** Turns a Parse queued before `server` was assigned into what it must be on that server. */
+  resolveQueued(server: ServerConnection, deferred: DeferredParse): Buffer {
+    const entries: Expected[] = [];
+    const frame = this.parseOn(server, deferred.deferred, deferred.clientName, entries);
+    const at = this.expected.indexOf(deferred);
+    if (at >= 0) this.expected.splice(at, 1, ...entries);
+    return frame;
+  }
+
   // ---- server → client ------------------------------------------------------------------------
 
-  /** ParseComplete or CloseComplete: true when it answers an injected message. */
-  onParseOrCloseComplete(): boolean {
+  /** ParseComplete or CloseComplete: true to drop it, a frame to send instead, false to forward. */
+  onParseOrCloseComplete(): boolean | Buffer {
     const head = this.expected.shift();
     if (head === DROP) return true;
-    if (typeof head === 'object' && 'parse' in head) return head.drop;
+    if (typeof head === 'object') {
+      if ('parse' in head) return head.drop;
+      if ('replaceComplete' in head) return head.replaceComplete;
+    }
     return false;
   }
 
@@ -226,7 +294,13 @@ export class ClientStatements {
    * An ErrorResponse: the server now skips to the next Sync, so nothing Parsed in this batch
    * exists there. Returns a replacement when the error is one Sluice provoked on purpose.
    */
-  onError(server: ServerConnection | null): Buffer | undefined {
+  onError(server: ServerConnection | null, code: string | undefined): Buffer | undefined {
+    // "cached plan must not change result type": that server's copy is stale after DDL; it is
+    // closed and parsed afresh the next time anyone needs it.
+    if (code === '0A000' && server && this.lastUsed !== undefined) {
+      server.markStale(this.lastUsed);
+      noteSchemaChange();
+    }
     const head = this.expected[0];
     const replacement = typeof head === 'object' && 'replaceError' in head ? head.replaceError : undefined;
     while (this.expected.length > 0 && this.expected[0] !== BATCH_END) {
@@ -250,15 +324,9 @@ export class ClientStatements {
     }
   }
 
-  /** Nothing is owed by the server: safe to hand it over. */
-  get settled(): boolean {
-    return this.expected.length === 0;
-  }
-
   /** Drops what a server that went away still owed. */
   reset(): void {
     this.expected = [];
     this.neededAtAttach = [];
-    this.parsedWhileQueued = [];
   }
 }

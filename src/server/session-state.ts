@@ -12,10 +12,13 @@ export type SessionEffect =
   | { kind: 'discard-all' }
   | { kind: 'deallocate-all' }
   | { kind: 'rollback' }
+  | { kind: 'ddl' }
   | { kind: 'pin'; reason: string }
   | { kind: 'none' };
 
 const NONE: SessionEffect = { kind: 'none' };
+// Schema changes can change the result type of prepared statements.
+const DDL: SessionEffect = { kind: 'ddl' };
 
 // Startup parameters that are not settings.
 const NOT_SETTINGS = new Set(['user', 'database', 'replication', 'options']);
@@ -115,8 +118,68 @@ const SET_CONFIG_SESSION = /set_config\s*\(\s*'((?:[^']|'')*)'\s*,\s*('(?:[^']|'
 const SET_STATEMENT_LATER = /;\s*(set|reset|discard)\s/i;
 
 /**
- * Classifies one query string (a simple Query, possibly several statements, or a Parse).
- * Statements after the first are only looked at for state changes, which pin.
+ * Splits a query string into statements at semicolons outside quotes and comments; undefined
+ * when it holds dollar quoting or escape strings, which this small scanner does not follow.
+ */
+export function splitStatements(sql: string): string[] | undefined {
+  const parts: string[] = [];
+  let start = 0;
+  let i = 0;
+  const n = sql.length;
+  while (i < n) {
+    const ch = sql[i]!;
+    if (ch === "'" || ch === '"') {
+      if (ch === "'" && i > 0 && /[eE]/.test(sql[i - 1]!) && (i < 2 || !/[\w$]/.test(sql[i - 2]!)))
+        return undefined;
+      const close = sql.indexOf(ch, i + 1);
+      if (close < 0) return undefined;
+      i = close + 1;
+    } else if (ch === '-' && sql[i + 1] === '-') {
+      const nl = sql.indexOf('\n', i);
+      i = nl < 0 ? n : nl + 1;
+    } else if (ch === '/' && sql[i + 1] === '*') {
+      const close = sql.indexOf('*/', i + 2);
+      if (close < 0) return undefined;
+      i = close + 2;
+    } else if (
+      ch === '$' &&
+      /^\$[A-Za-z_]*\$/.test(sql.slice(i, i + 64)) &&
+      (i === 0 || !/[\w$]/.test(sql[i - 1]!))
+    ) {
+      return undefined;
+    } else if (ch === ';') {
+      parts.push(sql.slice(start, i));
+      start = ++i;
+    } else {
+      i++;
+    }
+  }
+  parts.push(sql.slice(start));
+  return parts.filter((p) => skipNoise(p).length > 0);
+}
+
+/**
+ * Classifies a query string (a simple Query, possibly several statements, or a Parse): the
+ * session effects of its statements, in order. A multi-statement Query runs as one implicit
+ * transaction, so its effects commit (or not) together.
+ */
+export function classifyQuery(sql: string): SessionEffect[] {
+  const parts = splitStatements(sql);
+  if (!parts || parts.length <= 1) {
+    const effect = classifyStatement(sql);
+    return effect.kind === 'none' ? [] : [effect];
+  }
+  const effects: SessionEffect[] = [];
+  for (const part of parts) {
+    const effect = classifyStatement(part);
+    if (effect.kind !== 'none') effects.push(effect);
+  }
+  return effects;
+}
+
+/**
+ * Classifies one statement. Given text it cannot split, statements after the first are only
+ * looked at for state changes, which pin.
  */
 export function classifyStatement(sql: string): SessionEffect {
   const text = skipNoise(sql);
@@ -161,7 +224,11 @@ export function classifyStatement(sql: string): SessionEffect {
     case 'create':
       return /^create\s+(global\s+|local\s+)?(temp|temporary)\s/.test(head)
         ? { kind: 'pin', reason: 'temporary table' }
-        : NONE;
+        : DDL;
+    case 'alter':
+    case 'drop':
+    case 'comment':
+      return DDL;
   }
   if (SESSION_LOCK.test(text)) return { kind: 'pin', reason: 'session advisory lock' };
   const setConfig = SET_CONFIG_SESSION.exec(text);
