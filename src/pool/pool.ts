@@ -5,6 +5,7 @@
 import { logger } from '../observe/logger.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
+import { ListenHub } from './listen-hub.js';
 import { ServerConnection, type UpstreamTarget } from './server-connection.js';
 
 export interface PoolSettings {
@@ -67,6 +68,14 @@ export class Pool {
     const now = Date.now();
     this.waiting.push({ waiter, since: now, deadline: wait > 0 ? now + wait : Number.POSITIVE_INFINITY });
     this.maybeConnect();
+  }
+
+  private hub: ListenHub | undefined;
+
+  /** The one server connection that LISTENs for every client of this pool (created on use). */
+  get listenHub(): ListenHub {
+    this.hub ??= new ListenHub(this.target);
+    return this.hub;
   }
 
   /** Withdraws a waiter that went away before it was served. */
@@ -163,6 +172,7 @@ export class Pool {
   }
 
   close(): void {
+    this.hub?.close();
     for (const server of this.idle.splice(0)) this.discard(server);
     for (const { waiter } of this.waiting.splice(0)) {
       waiter.onAcquireFailed(

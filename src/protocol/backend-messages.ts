@@ -144,6 +144,12 @@ export function createNegotiateProtocolVersion(newestMinor: number, unrecognized
   return buf;
 }
 
+export function createCommandComplete(tag: string): Buffer {
+  const { buf, pos } = frame(BackendType.CommandComplete, cstringLength(tag));
+  writeCString(buf, pos, tag);
+  return buf;
+}
+
 /** Reads ReadyForQuery's status byte at its fixed offset; `start` is the frame's type byte. */
 export function peekTransactionStatus(buf: Buffer, start: number): number {
   return buf[start + 5]!;

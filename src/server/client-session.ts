@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { logger } from '../observe/logger.js';
 import type { Pool, PoolWaiter } from '../pool/pool.js';
 import { type ServerConnection, type ServerOwner, UpstreamRejectedError } from '../pool/server-connection.js';
-import { createErrorResponse, READY_FOR_QUERY } from '../protocol/backend-messages.js';
+import { createCommandComplete, createErrorResponse, READY_FOR_QUERY } from '../protocol/backend-messages.js';
 import { type FrameHandler, FrameReader, inspectTable } from '../protocol/frame-reader.js';
 import { FrontendType } from '../protocol/frontend-messages.js';
 import { ProxyError } from '../protocol/proxy-error.js';
@@ -51,6 +51,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private shuttingDown = false;
   private statementModeViolation = false;
   private frameBuf: Buffer | undefined;
+  /** The LISTEN/UNLISTEN being answered by the pool's listen hub, if any. */
+  private hubCommand: string | undefined;
+  private usedHub = false;
+  private pendingNotifications: Buffer[] = [];
   private frameStart = 0;
   private frameFlushed = true;
   /** Set when the session did something that ties it to its server (e.g. a temp table). */
@@ -115,8 +119,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.syncsSinceExecute = 0;
         this.statements.expectReady();
         // Query text: from after the header to before its terminating NUL.
-        if (mayAffectSession(buf, start + 5, end - 1))
-          this.noteSessionEffect(buf.toString('utf8', start + 5, end - 1));
+        if (mayAffectSession(buf, start + 5, end - 1)) {
+          const sql = buf.toString('utf8', start + 5, end - 1);
+          if (!this.tryListenHub(sql, buf, start, end)) this.noteSessionEffect(sql);
+        }
         return;
       case FrontendType.Sync:
         // PostgreSQL ignores Sync during COPY IN; counting it would wait for a reply never sent.
@@ -225,6 +231,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       return;
     }
     this.queued.push(run);
+    // A LISTEN/UNLISTEN is being answered: what follows waits its turn.
+    if (this.hubCommand !== undefined) return;
     if (!this.acquiring) {
       this.acquiring = true;
       this.pool.acquire(this);
@@ -364,6 +372,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     }
     this.pool.release(server, true);
     if (this.shuttingDown) this.sendShutdownAndClose();
+    else this.flushNotifications();
   }
 
   onCopyInResponse(): void {
@@ -385,6 +394,89 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     return this.statements.onParseOrCloseComplete();
   }
 
+  // ---- LISTEN / NOTIFY ------------------------------------------------------------------------
+
+  /**
+   * Answers a lone LISTEN/UNLISTEN between transactions through the pool's listen hub, so the
+   * client needs no server of its own to receive notifications. Returns false to let the
+   * statement go to a server as usual.
+   */
+  private tryListenHub(sql: string, buf: Buffer, start: number, end: number): boolean {
+    const effects = classifyQuery(sql);
+    const effect = effects[0];
+    if (effects.length !== 1 || !effect || (effect.kind !== 'listen' && effect.kind !== 'unlisten'))
+      return false;
+    if (
+      this.mode !== 'transaction' ||
+      this.pinnedReason !== undefined ||
+      this.server !== null ||
+      this.acquiring ||
+      this.hubCommand !== undefined ||
+      this.awaitingReady !== 1 ||
+      this.unsynced ||
+      this.transactionStatus !== STATUS_IDLE ||
+      this.queued.length > 0
+    ) {
+      return false;
+    }
+    this.forwardRun(buf, start);
+    this.runStart = end;
+    const hub = this.pool.listenHub;
+    this.usedHub = true;
+    let done: Promise<void>;
+    if (effect.kind === 'listen') {
+      this.hubCommand = 'LISTEN';
+      done = hub.listen(effect.channel, this);
+    } else {
+      this.hubCommand = 'UNLISTEN';
+      if (effect.channel === '*') hub.unlistenAll(this);
+      else hub.unlisten(effect.channel, this);
+      done = Promise.resolve();
+    }
+    done.then(
+      () => this.finishHubCommand(undefined),
+      (err: Error) => this.finishHubCommand(err),
+    );
+    return true;
+  }
+
+  private finishHubCommand(err: Error | undefined): void {
+    const tag = this.hubCommand ?? 'LISTEN';
+    this.hubCommand = undefined;
+    if (this.closed) return;
+    if (this.awaitingReady > 0) this.awaitingReady--;
+    this.statements.onReadyForQuery();
+    const reply = err
+      ? createErrorResponse({
+          severity: 'ERROR',
+          code: SqlState.ConnectionFailure,
+          message: `${tag} failed: ${err.message}`,
+        })
+      : createCommandComplete(tag);
+    this.socket.write(Buffer.concat([reply, READY_FOR_QUERY.I, ...this.pendingNotifications.splice(0)]));
+    if (this.queued.length > 0 && !this.acquiring) {
+      this.acquiring = true;
+      this.pool.acquire(this);
+      if (this.acquiring) {
+        this.pausedForAcquire = true;
+        this.socket.pause();
+      }
+    }
+  }
+
+  /** NotificationListener: delivered between transactions, as PostgreSQL does. */
+  deliverNotification(frame: Buffer): void {
+    if (this.closed) return;
+    if (this.server === null && !this.acquiring && this.hubCommand === undefined) this.socket.write(frame);
+    else this.pendingNotifications.push(frame);
+  }
+
+  private flushNotifications(): void {
+    if (this.pendingNotifications.length > 0 && !this.closed) {
+      this.socket.write(Buffer.concat(this.pendingNotifications.splice(0)));
+    }
+  }
+
   // ---- session state ----------------------------------------------------------------------------
 
   private noteSessionEffect(sql: string): void {
@@ -398,6 +490,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           break;
         case 'ddl':
           noteSchemaChange();
+          break;
+        case 'listen':
+          // Inside a transaction or an extended-protocol batch: the client's server listens.
+          this.pin('LISTEN inside a transaction or batch');
+          break;
+        case 'unlisten':
           break;
         default:
           this.settings.note(effect);
@@ -530,6 +628,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.usedHub) this.pool.listenHub.unlistenAll(this);
     if (this.acquiring) this.pool.cancelWait(this);
     this.acquiring = false;
     this.queued.length = 0;

@@ -13,6 +13,8 @@ export type SessionEffect =
   | { kind: 'deallocate-all' }
   | { kind: 'rollback' }
   | { kind: 'ddl' }
+  | { kind: 'listen'; channel: string }
+  | { kind: 'unlisten'; channel: string }
   | { kind: 'pin'; reason: string }
   | { kind: 'none' };
 
@@ -216,7 +218,14 @@ export function classifyStatement(sql: string): SessionEffect {
     case 'abort':
       return /^rollback\s+(to|prepared)\b/.test(head) ? NONE : { kind: 'rollback' };
     case 'listen':
-      return { kind: 'pin', reason: 'LISTEN' };
+    case 'unlisten': {
+      if (multi) return { kind: 'pin', reason: 'LISTEN in a batch' };
+      const m = /^(un)?listen\s+("(?:[^"]|"")+"|[^\s;]+)\s*;?\s*$/is.exec(text);
+      if (!m) return { kind: 'pin', reason: 'LISTEN that Sluice cannot read' };
+      const raw = m[2]!;
+      const channel = raw.startsWith('"') ? raw.slice(1, -1).replaceAll('""', '"') : raw.toLowerCase();
+      return { kind: word === 'listen' ? 'listen' : 'unlisten', channel };
+    }
     case 'load':
       return { kind: 'pin', reason: 'LOAD' };
     case 'declare':
@@ -363,7 +372,7 @@ const SPACE = new Uint8Array(256);
 for (const c of [0x20, 0x09, 0x0a, 0x0d, 0x0c]) SPACE[c] = 1;
 // First letters of statements that can change session state (lower-cased).
 const STATEFUL_FIRST = new Uint8Array(256);
-for (const c of 'srdplca-/') STATEFUL_FIRST[c.charCodeAt(0)] = 1;
+for (const c of 'srdplcau-/') STATEFUL_FIRST[c.charCodeAt(0)] = 1;
 
 /**
  * Cheap byte-level pre-check on query text in a frame, so the common INSERT/UPDATE/SELECT is not
