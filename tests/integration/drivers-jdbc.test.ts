@@ -5,10 +5,10 @@
 // expectations are PostgreSQL's own.
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, directClient, dropTestDatabase, pgInfo } from './harness/database.js';
-import { execFileAsync, startProxy, type TestProxy } from './harness/proxy.js';
+import { createTestDatabase, directClient, dropTestDatabase } from './harness/database.js';
+import { DIRECT, type DriverError, runDriverCheck } from './harness/driver-check.js';
+import { startProxy, type TestProxy } from './harness/proxy.js';
 
-const DIRECT = process.env.SLUICE_DRIVERS_DIRECT === '1';
 const JAR = '/usr/share/java/postgresql.jar';
 const PROGRAM = fileURLToPath(new URL('./drivers/JdbcChecks.java', import.meta.url));
 // pgJDBC sends the JVM's zone as the TimeZone startup parameter; a zone that is nobody's default
@@ -39,41 +39,14 @@ afterAll(async () => {
   await dropTestDatabase(db);
 });
 
-interface DriverError {
-  type: string;
-  sqlstate: string | null;
-  message: string;
-  phase: string;
-}
-
 /** Runs one check of JdbcChecks.java and returns its JSON; a crash or timeout fails with its output. */
 async function runCheck<T>(check: string): Promise<T & { error?: DriverError }> {
-  const pg = pgInfo();
-  const env: NodeJS.ProcessEnv = Object.fromEntries(
-    Object.entries(process.env).filter(([k]) => !k.startsWith('PG') && !k.startsWith('JAVA_TOOL')),
-  );
-  Object.assign(env, {
-    PGHOST: proxy?.host ?? pg.host,
-    PGPORT: String(proxy?.port ?? pg.port),
-    PGUSER: pg.user,
-    PGPASSWORD: pg.password,
-    PGDATABASE: db,
+  return runDriverCheck<T>(check, proxy, db, {
+    command: 'java',
+    args: [`-Duser.timezone=${JVM_TIME_ZONE}`, '-cp', JAR, PROGRAM, check],
+    dropEnv: ['JAVA_TOOL'],
+    timeoutMs: TEST_MS - 3_000,
   });
-  let stdout: string;
-  try {
-    ({ stdout } = await execFileAsync(
-      'java',
-      [`-Duser.timezone=${JVM_TIME_ZONE}`, '-cp', JAR, PROGRAM, check],
-      { env, timeout: TEST_MS - 3_000, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 },
-    ));
-  } catch (e) {
-    const err = e as { message: string; stdout?: string; stderr?: string; killed?: boolean };
-    throw new Error(
-      `${check}: ${err.killed ? 'killed after timeout' : err.message}\nstdout: ${err.stdout}\nstderr: ${err.stderr}`,
-    );
-  }
-  const line = stdout.trim().split('\n').pop() ?? '';
-  return JSON.parse(line) as T & { error?: DriverError };
 }
 
 /**

@@ -4,9 +4,9 @@
 // PostgreSQL, which shows the expectations are PostgreSQL's own.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, directClient, dropTestDatabase, pgInfo } from './harness/database.js';
+import { DIRECT } from './harness/driver-check.js';
 import { execFileAsync, startProxy, type TestProxy } from './harness/proxy.js';
 
-const DIRECT = process.env.SLUICE_DRIVERS_DIRECT === '1';
 const TEST_MS = 30_000;
 
 let db: string;

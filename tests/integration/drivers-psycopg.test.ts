@@ -4,10 +4,10 @@
 // PostgreSQL, which shows the expectations are PostgreSQL's own.
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, directClient, dropTestDatabase, pgInfo } from './harness/database.js';
-import { execFileAsync, startProxy, type TestProxy } from './harness/proxy.js';
+import { createTestDatabase, directClient, dropTestDatabase } from './harness/database.js';
+import { DIRECT, type DriverError, runDriverCheck } from './harness/driver-check.js';
+import { startProxy, type TestProxy } from './harness/proxy.js';
 
-const DIRECT = process.env.SLUICE_DRIVERS_DIRECT === '1';
 // Debian's interpreter: the one that sees python3-psycopg (a pyenv `python3` on PATH would not).
 const PYTHON = '/usr/bin/python3';
 const SCRIPT = fileURLToPath(new URL('./drivers/psycopg_checks.py', import.meta.url));
@@ -45,44 +45,14 @@ afterAll(async () => {
   await dropTestDatabase(db);
 });
 
-interface DriverError {
-  type: string;
-  sqlstate: string | null;
-  message: string;
-  phase: string;
-}
-
 /** Runs one check of psycopg_checks.py and returns its JSON; a crash or timeout fails with its output. */
 async function runCheck<T>(check: string): Promise<T & { error?: DriverError }> {
-  const pg = pgInfo();
-  const env: NodeJS.ProcessEnv = Object.fromEntries(
-    Object.entries(process.env).filter(([k]) => !k.startsWith('PG')),
-  );
-  Object.assign(env, {
-    PGHOST: proxy?.host ?? pg.host,
-    PGPORT: String(proxy?.port ?? pg.port),
-    PGUSER: pg.user,
-    PGPASSWORD: pg.password,
-    PGDATABASE: db,
-    PGSSLMODE: 'disable',
-    PGAPPNAME: `drivers-psycopg-${check}`,
+  return runDriverCheck<T>(check, proxy, db, {
+    command: PYTHON,
+    args: [SCRIPT, check],
+    env: { PGSSLMODE: 'disable', PGAPPNAME: `drivers-psycopg-${check}` },
+    timeoutMs: TEST_MS - 4_000,
   });
-  let stdout: string;
-  try {
-    ({ stdout } = await execFileAsync(PYTHON, [SCRIPT, check], {
-      env,
-      timeout: TEST_MS - 4_000,
-      killSignal: 'SIGKILL',
-      maxBuffer: 16 * 1024 * 1024,
-    }));
-  } catch (e) {
-    const err = e as { message: string; stdout?: string; stderr?: string; killed?: boolean };
-    throw new Error(
-      `${check}: ${err.killed ? 'killed after timeout' : err.message}\nstdout: ${err.stdout}\nstderr: ${err.stderr}`,
-    );
-  }
-  const line = stdout.trim().split('\n').pop() ?? '';
-  return JSON.parse(line) as T & { error?: DriverError };
 }
 
 /**
