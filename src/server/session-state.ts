@@ -392,7 +392,7 @@ export function mayAffectSession(buf: Buffer, start: number, end: number): boole
   }
   const text = buf.subarray(pos, end);
   return (
-    text.indexOf(';') >= 0 ||
+    hasInnerSemicolon(text) ||
     text.indexOf('advisory') >= 0 ||
     text.indexOf('ADVISORY') >= 0 ||
     text.indexOf('set_config') >= 0 ||
@@ -407,5 +407,15 @@ export function mayAffectSessionText(sql: string): boolean {
   if (pos >= sql.length) return false;
   const first = sql.charCodeAt(pos) | 0x20;
   if (first < 256 && STATEFUL_FIRST[first] === 1 && !/^sel/i.test(sql.slice(pos, pos + 3))) return true;
-  return /;|advisory|set_config/i.test(sql);
+  return /;\s*\S|advisory|set_config/i.test(sql);
+}
+
+/** A semicolon followed by more text: several statements (a trailing `;` alone is common). */
+function hasInnerSemicolon(text: Buffer): boolean {
+  let at = text.indexOf(0x3b);
+  while (at >= 0) {
+    for (let i = at + 1; i < text.length; i++) if (SPACE[text[i]!] !== 1) return true;
+    at = -1;
+  }
+  return false;
 }
