@@ -3,12 +3,21 @@
 // direct and latency added at one client.
 
 import os from 'node:os';
-import { runCleanup, wasSignalled } from './lib/cleanup.mjs';
-import { initPgbench, maintain, pgbenchVersion, runPgbench } from './lib/pgbench.mjs';
-import { PGBOUNCER_BIN, pgbouncerVersion, startPgbouncer } from './lib/pgbouncer.mjs';
+import { runCleanup } from './lib/cleanup.mjs';
+import { initPgbench, pgbenchVersion } from './lib/pgbench.mjs';
+import { pgbouncerVersion } from './lib/pgbouncer.mjs';
 import { serverVersion, startPostgres } from './lib/postgres.mjs';
 import { fmt, machineFacts, NOISE_NOTE, ratio, stamp, table, writeReport } from './lib/report.mjs';
-import { sluiceUnavailable, startSluice } from './lib/sluice.mjs';
+import {
+  MAINTAIN_NOTE,
+  machineLines,
+  runCell,
+  startProxies,
+  TARGET_LABELS,
+  targetNotes,
+  targetsForReport,
+  warmUp,
+} from './lib/targets.mjs';
 
 export const description =
   'pgbench through Sluice and PgBouncer vs direct PostgreSQL (transaction mode, pool 20)';
@@ -69,8 +78,6 @@ const ROWS = [
   },
 ];
 
-const TARGET_LABELS = { direct: 'direct', sluice: 'Sluice', pgbouncer: 'PgBouncer' };
-
 const log = (msg) => console.error(`[passthrough] ${msg}`);
 
 /**
@@ -101,48 +108,18 @@ export async function run(opts) {
     log(`PostgreSQL ${machine.postgres} on ${pg.host}:${pg.port}; pgbench -i -s ${SCALE}…`);
     await initPgbench(direct, { scale: SCALE });
 
-    targets.sluice = await startTarget('sluice', opts, async () => {
-      const unavailable = await sluiceUnavailable();
-      if (unavailable) throw new Error(unavailable);
-      return startSluice(direct, { poolSize: POOL_SIZE, profile: opts.profile });
-    });
-    targets.pgbouncer = await startTarget('pgbouncer', opts, async () => {
-      if (!machine.pgbouncer) throw new Error(`PgBouncer is not installed (no ${PGBOUNCER_BIN})`);
-      return startPgbouncer(direct, { poolSize: POOL_SIZE, maxClientConn: 1000 });
-    });
-    const order = ['direct', 'sluice', 'pgbouncer'].filter((t) => targets[t].available);
+    Object.assign(targets, await startProxies(direct, { opts, machine, poolSize: POOL_SIZE, log }));
 
     // Warm-up: a short unrecorded run per target fills caches and pools, and proves each path works.
-    for (const name of order) {
-      const w = await runPgbench(
-        targets[name].conn,
-        { builtin: 'select-only', mode: 'simple', clients: 4 },
-        { duration: opts.quick ? 1 : 2, threads: THREADS },
-      );
-      if (!w.error) continue;
-      if (name === 'direct') throw new Error(`warm-up against PostgreSQL failed: ${w.error}`);
-      targets[name].available = false;
-      targets[name].reason = `warm-up failed: ${w.error}`;
-      log(`${TARGET_LABELS[name]} dropped: ${targets[name].reason}`);
-      await targets[name].proxy.stop();
-    }
-    const active = order.filter((t) => targets[t].available);
+    const active = await warmUp(targets, { quick: opts.quick, threads: THREADS, log });
 
     const results = [];
     for (const [i, row] of rows.entries()) {
       const cells = {};
       for (const name of active) {
-        if (wasSignalled()) throw new Error('interrupted');
-        const proxy = targets[name].proxy;
-        if (proxy?.child.exitInfo) {
-          const { code, signal } = proxy.child.exitInfo;
-          cells[name] = { error: `${TARGET_LABELS[name]} had exited (code ${code}, signal ${signal})` };
-          continue;
-        }
-        await maintain(direct);
-        const r = await runPgbench(targets[name].conn, row, { duration: opts.duration, threads: THREADS });
-        if (wasSignalled()) throw new Error('interrupted');
+        const r = await runCell(targets, name, direct, row, { duration: opts.duration, threads: THREADS });
         cells[name] = r;
+        if (r.exitCode === undefined) continue; // the proxy had exited: nothing ran
         log(
           `${i + 1}/${rows.length} ${row.id} ${TARGET_LABELS[name].padEnd(9)} ` +
             (r.error
@@ -176,12 +153,7 @@ export async function run(opts) {
         order: active,
       },
       machine,
-      targets: Object.fromEntries(
-        Object.entries(targets).map(([name, t]) => [
-          name,
-          { available: t.available, reason: t.reason, command: t.proxy?.command },
-        ]),
-      ),
+      targets: targetsForReport(targets),
       rows: results,
       latency: latencySummary(results),
       profiles,
@@ -202,20 +174,6 @@ export async function run(opts) {
   } finally {
     log('stopping everything this run started…');
     await runCleanup();
-  }
-}
-
-/** Starts one proxy target, or records why it is not part of this run. */
-async function startTarget(name, opts, start) {
-  if (!opts.targets.has(name)) return { available: false, reason: 'left out with --targets' };
-  try {
-    log(`starting ${TARGET_LABELS[name]}…`);
-    const proxy = await start();
-    log(`${TARGET_LABELS[name]} serving on ${proxy.host}:${proxy.port} (pid ${proxy.pid})`);
-    return { available: true, conn: proxy, proxy };
-  } catch (err) {
-    log(`${TARGET_LABELS[name]} not benchmarked: ${err.message}`);
-    return { available: false, reason: err.message };
   }
 }
 
@@ -320,30 +278,12 @@ function renderMarkdown(report, active) {
       out.push(`Added latency at 1 client (\`-S -M extended\`): ${parts.join(', ')}.`, '');
   }
 
-  const m = report.machine;
-  out.push('## Machine', '');
-  out.push(
-    `- nproc ${m.nproc} (${m.cpu}), ${m.memoryGiB} GiB RAM, ${m.os}`,
-    `- Node ${m.node}; Sluice ${m.sluice} at ${m.gitCommit}${m.srcDirty ? ' (src/ has uncommitted changes)' : ''}`,
-    `- PostgreSQL ${m.postgres}; ${m.pgbench}`,
-    `- ${m.pgbouncer ?? 'PgBouncer not installed'}`,
-    `- load average (1/5/15 min) at start ${m.loadAverageAtStart.join(' / ')}, at end ${m.loadAverageAtEnd?.join(' / ') ?? '—'}`,
-    '',
-  );
+  out.push(...machineLines(report.machine));
 
   out.push('## Notes', '');
   for (const n of report.notes.slice(1)) out.push(`- ${n}`);
-  for (const [name, t] of Object.entries(report.targets)) {
-    if (name === 'direct') continue;
-    if (!t.available) out.push(`- ${TARGET_LABELS[name]} not in this run: ${t.reason.split('\n')[0]}`);
-    else if (t.command)
-      out.push(`- ${TARGET_LABELS[name]}: \`${t.command.replace(/\S*\/(dist\/cli\.js)/, '$1')}\``);
-  }
-  out.push(
-    '- Every run gets `pgbench -n`; before each run the bench itself does what pgbench would otherwise do ' +
-      '(vacuum pgbench_branches and pgbench_tellers, truncate pgbench_history), directly against PostgreSQL, ' +
-      'plus a checkpoint — so all three targets start from the same state.',
-  );
+  out.push(...targetNotes(report.targets));
+  out.push(`- ${MAINTAIN_NOTE}`);
   for (const r of report.rows) {
     for (const [name, c] of Object.entries(r.results)) {
       if (c?.error) out.push(`- ${r.id}, ${TARGET_LABELS[name]}: ${c.error}`);

@@ -7,6 +7,7 @@ import { installSignalHandlers } from './lib/cleanup.mjs';
 
 const SCENARIOS = {
   passthrough: () => import('./passthrough.mjs'),
+  prepared: () => import('./prepared.mjs'),
 };
 const ALL_TARGETS = ['direct', 'sluice', 'pgbouncer'];
 
@@ -14,7 +15,7 @@ const USAGE = `usage: node bench/run.mjs <scenario> [options]     (or: npm run b
 
 options:
   --duration S     seconds per pgbench run (default 10)
-  --quick          fewer rows, shorter warm-up
+  --quick          fewer rows or cells, shorter warm-up
   --profile        run Sluice under node --cpu-prof (profiles in bench/results/profiles)
   --targets LIST   comma-separated subset of ${ALL_TARGETS.join(',')} (default: all; direct always runs)
   -h, --help       this text`;

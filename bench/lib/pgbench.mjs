@@ -46,9 +46,10 @@ export async function maintain(conn) {
 /**
  * Runs pgbench once. `workload` is { builtin?: 'select-only' | 'tpcb-like', mode, clients }.
  * Resolves the parsed result plus `args`, `exitCode` and `error` (a short reason when pgbench
- * failed or printed no tps).
+ * failed or printed no tps). With `details`, also `errors` — every distinct error line pgbench
+ * printed, with how often — and `abortedClients`.
  */
-export async function runPgbench(conn, workload, { duration, threads = 2 }) {
+export async function runPgbench(conn, workload, { duration, threads = 2, details = false }) {
   const jobs = Math.min(threads, workload.clients);
   const args = ['-n', '-c', String(workload.clients), '-j', String(jobs), '-T', String(duration)];
   args.push('-M', workload.mode);
@@ -62,7 +63,34 @@ export async function runPgbench(conn, workload, { duration, threads = 2 }) {
       .filter((l) => /error|abort|fatal|could not/i.test(l));
     error = `pgbench exit ${r.code}: ${(lines.slice(0, 3).join(' | ') || r.stderr.trim().slice(0, 300)).trim()}`;
   }
-  return { ...parsed, args: `pgbench ${args.join(' ')}`, exitCode: r.code, error };
+  const result = { ...parsed, args: `pgbench ${args.join(' ')}`, exitCode: r.code, error };
+  if (details) Object.assign(result, summariseErrors(r.stderr));
+  return result;
+}
+
+/**
+ * The distinct error lines in pgbench's stderr, client numbers masked ("client N"), most frequent
+ * first, each with the server's message when the line carries one; plus how many clients aborted.
+ */
+export function summariseErrors(stderr) {
+  const counts = new Map();
+  let abortedClients = 0;
+  for (const raw of stderr.split('\n')) {
+    // Many threads write to one stderr, so prefixes interleave ("error: pgbench: error: pgbench:client
+    // 3 …"): drop every leading "pgbench:" and "error:" and key the line on what follows.
+    const line = raw.trim().replace(/^(?:(?:pgbench|error):\s*)+/, '');
+    if (!/error|abort|fatal|could not/i.test(line)) continue;
+    if (/\bclient \d+ script \d+ aborted\b/.test(line)) abortedClients++;
+    const key = line.replace(/\bclient \d+/g, 'client N').replace(/\s+/g, ' ');
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  const errors = [...counts]
+    .sort((a, b) => b[1] - a[1])
+    .map(([line, count]) => {
+      const m = /\b(?:ERROR|FATAL):\s+(.*)$/.exec(line);
+      return { line, count, server: m ? m[1].trim() : undefined, aborted: /\baborted in\b/.test(line) };
+    });
+  return { errors, abortedClients };
 }
 
 /** Pulls the summary figures out of pgbench's report; absent figures are null. */
