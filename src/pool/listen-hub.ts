@@ -115,8 +115,8 @@ export class ListenHub implements ServerOwner, FrameHandler {
     return false;
   }
 
-  onServerError(_fatal: boolean, code: string | undefined): undefined {
-    this.failure = new Error(`LISTEN hub query failed (${code ?? 'unknown'})`);
+  onServerError(_fatal: boolean, fields: Readonly<Record<string, string>>): undefined {
+    this.failure = new Error(`LISTEN hub query failed: ${fields.M ?? 'unknown error'}`);
     return undefined;
   }
 

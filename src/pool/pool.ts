@@ -6,7 +6,7 @@ import { logger } from '../observe/logger.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { ListenHub } from './listen-hub.js';
-import { ServerConnection, type UpstreamTarget } from './server-connection.js';
+import { InternalQueryError, ServerConnection, type UpstreamTarget } from './server-connection.js';
 
 export interface PoolSettings {
   size: number;
@@ -111,6 +111,36 @@ export class Pool {
       return;
     }
     this.returnToService(server);
+  }
+
+  /** Settings signatures a server has accepted: later logins with them skip the check. */
+  private readonly validSettings = new Set<string>();
+
+  /**
+   * Checks a client's startup settings once per distinct set, by running them on a server, as
+   * PostgreSQL checks them at login. Rejects with PostgreSQL's error (e.g. 22023) as FATAL.
+   */
+  async validateSettings(signature: string, sql: string): Promise<void> {
+    if (signature === '' || this.validSettings.has(signature)) return;
+    const server = await new Promise<ServerConnection>((resolve, reject) =>
+      this.acquire({ onServerAcquired: resolve, onAcquireFailed: reject }),
+    );
+    try {
+      await server.runInternal(sql, 10_000);
+      server.settingsSignature = signature;
+      this.validSettings.add(signature);
+      this.release(server, true);
+    } catch (err) {
+      this.release(server, err instanceof InternalQueryError);
+      if (err instanceof InternalQueryError) {
+        throw new ProxyError(err.fields.C ?? SqlState.InternalError, err.message, {
+          severity: 'FATAL',
+          ...(err.fields.D ? { detail: err.fields.D } : {}),
+          ...(err.fields.H ? { hint: err.fields.H } : {}),
+        });
+      }
+      throw err;
+    }
   }
 
   /** Resolves the server's ParameterStatus values, connecting once if no server ever has. */

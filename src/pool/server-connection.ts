@@ -49,10 +49,18 @@ export interface ServerOwner {
    */
   onParseOrCloseComplete(): boolean | Buffer;
   /** An ErrorResponse arrived; a returned frame replaces it (errors Sluice words itself). */
-  onServerError(fatal: boolean, code: string | undefined): Buffer | undefined;
+  onServerError(fatal: boolean, fields: Readonly<Record<string, string>>): Buffer | undefined;
   onServerParameterStatus(name: string, value: string): void;
   /** The server connection died while owned (socket error or close). */
   onServerLost(server: ServerConnection, err: Error | undefined): void;
+}
+
+/** A query Sluice ran on its own behalf failed; `fields` are PostgreSQL's error fields. */
+export class InternalQueryError extends Error {
+  constructor(readonly fields: Readonly<Record<string, string>>) {
+    super(fields.M ?? 'internal query failed');
+    this.name = 'InternalQueryError';
+  }
 }
 
 /** The upstream refused us during the handshake: forward its ErrorResponse to the client. */
@@ -236,8 +244,8 @@ export class ServerConnection implements FrameHandler {
           failed = new Error(`"${sql}" asked for COPY data`);
         },
         onParseOrCloseComplete: () => false,
-        onServerError: () => {
-          failed = new Error(`"${sql}" failed`);
+        onServerError: (_fatal, fields) => {
+          failed = new InternalQueryError(fields);
           return undefined;
         },
         onServerParameterStatus: () => {},
@@ -297,7 +305,7 @@ export class ServerConnection implements FrameHandler {
             'idle server connection reported an error',
           );
         }
-        const replacement = this.owner?.onServerError(fatal, fields.C);
+        const replacement = this.owner?.onServerError(fatal, fields);
         if (replacement) this.cut(buf, start, end, replacement);
         return;
       }

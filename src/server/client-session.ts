@@ -383,11 +383,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.clientInCopyIn = true;
   }
 
-  onServerError(_fatal: boolean, code: string | undefined): Buffer | undefined {
+  onServerError(_fatal: boolean, fields: Readonly<Record<string, string>>): Buffer | undefined {
     // An error ends COPY IN on the server side; later Syncs count again.
     this.clientInCopyIn = false;
     this.settings.noteFailure();
-    return this.statements.onError(this.server, code);
+    return this.statements.onError(this.server, fields.C);
   }
 
   onParseOrCloseComplete(): boolean | Buffer {

@@ -17,7 +17,7 @@ import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { type AuthMethod, ClientGone, runLogin } from './client-login.js';
 import { ClientSession, type PoolMode } from './client-session.js';
-import { startupSettings } from './session-state.js';
+import { SessionSettings, startupSettings } from './session-state.js';
 
 export interface ProxyServerOptions {
   host: string;
@@ -151,6 +151,9 @@ export class ProxyServer {
       const serverParameters = await pool.parametersForLogin();
       if (socket.destroyed) return;
       const startup = clientStartupSettings(result.parameters, serverParameters);
+      const settings = new SessionSettings(startup);
+      await pool.validateSettings(settings.signature, settings.replaySql);
+      if (socket.destroyed) return;
 
       const processId = this.newProcessId();
       const secretKey = randomInt(-0x80000000, 0x7fffffff);

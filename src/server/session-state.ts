@@ -303,9 +303,14 @@ export class SessionSettings {
     this.recompute();
   }
 
-  /** A simple Query that puts a server into exactly this client's settings. */
+  /** SQL that puts a server into exactly this client's settings. */
+  get replaySql(): string {
+    return ['RESET ALL', ...this.startup.values(), ...this.sets.values()].join('; ');
+  }
+
+  /** replaySql as a simple Query message, built once per change. */
   get replayQuery(): Buffer {
-    this.replay ??= simpleQuery(['RESET ALL', ...this.startup.values(), ...this.sets.values()].join('; '));
+    this.replay ??= simpleQuery(this.replaySql);
     return this.replay;
   }
 

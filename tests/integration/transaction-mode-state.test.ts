@@ -204,6 +204,20 @@ describe('session settings', () => {
   });
 });
 
+describe('startup validation', () => {
+  it('refuses a login whose startup settings PostgreSQL rejects, with its SQLSTATE, and serves others', async () => {
+    const bad = new pg.Client({ connectionString: proxy.url(db), options: '-c statement_timeout=banana' });
+    bad.on('error', () => {});
+    await expect(bad.connect()).rejects.toMatchObject({
+      code: '22023',
+      message: expect.stringContaining('statement_timeout'),
+    });
+    const good = await connect({ options: '-c statement_timeout=2500' });
+    expect((await good.query('show statement_timeout')).rows[0].statement_timeout).toBe('2500ms');
+    await good.end();
+  });
+});
+
 describe('pinning', () => {
   it('keeps a client with a temporary table on its server, and closes that server afterwards', async () => {
     const c = await connect();
