@@ -28,12 +28,14 @@ export function serverStatementName(buf: Buffer, start: number, end: number, epo
   return epoch === 0 ? `sluice_${hash}` : `sluice_${hash}_${epoch}`;
 }
 
-/** The query text of a Parse frame. */
-export function peekParseQuery(buf: Buffer, start: number, end: number): string | undefined {
-  const nameEnd = cstringEnd(buf, start + 5, end);
-  if (nameEnd < 0) return undefined;
-  const queryEnd = cstringEnd(buf, nameEnd, end);
-  return queryEnd < 0 ? undefined : buf.toString('utf8', nameEnd, queryEnd - 1);
+/** Where a Parse frame's query text lies (without its NUL), or -1 when malformed. */
+export function parseQueryStart(buf: Buffer, start: number, end: number): number {
+  return cstringEnd(buf, start + 5, end);
+}
+
+export function parseQueryEnd(buf: Buffer, queryStart: number, end: number): number {
+  const queryEnd = cstringEnd(buf, queryStart, end);
+  return queryEnd < 0 ? -1 : queryEnd - 1;
 }
 
 function frameWith(type: number, parts: Buffer[]): Buffer {

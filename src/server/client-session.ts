@@ -11,9 +11,9 @@ import { type FrameHandler, FrameReader, inspectTable } from '../protocol/frame-
 import { FrontendType } from '../protocol/frontend-messages.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
-import { peekParseQuery } from '../protocol/statement-frames.js';
+import { parseQueryEnd, parseQueryStart } from '../protocol/statement-frames.js';
 import { ClientStatements, type DeferredParse, noteSchemaChange } from './client-statements.js';
-import { classifyQuery, mayAffectSession, mayAffectSessionText, SessionSettings } from './session-state.js';
+import { classifyQuery, mayAffectSession, SessionSettings } from './session-state.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
 
@@ -143,8 +143,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         return;
       case FrontendType.Parse: {
         this.unsynced = true;
-        const query = peekParseQuery(buf, start, end);
-        if (query !== undefined && mayAffectSessionText(query)) this.noteSessionEffect(query);
+        // Bytes first: the common statement is never decoded here.
+        const queryStart = parseQueryStart(buf, start, end);
+        const queryEnd = queryStart < 0 ? -1 : parseQueryEnd(buf, queryStart, end);
+        if (queryEnd >= 0 && mayAffectSession(buf, queryStart, queryEnd)) {
+          this.noteSessionEffect(buf.toString('utf8', queryStart, queryEnd));
+        }
         this.beginFrame(buf, start);
         if (this.statements.onParse(buf, start, end, this)) this.runStart = end;
         return;

@@ -405,16 +405,6 @@ export function mayAffectSession(buf: Buffer, start: number, end: number): boole
   );
 }
 
-/** The same pre-check as mayAffectSession, on a decoded string (Parse query text). */
-export function mayAffectSessionText(sql: string): boolean {
-  let pos = 0;
-  while (pos < sql.length && SPACE[sql.charCodeAt(pos)] === 1) pos++;
-  if (pos >= sql.length) return false;
-  const first = sql.charCodeAt(pos) | 0x20;
-  if (first < 256 && STATEFUL_FIRST[first] === 1 && !/^sel/i.test(sql.slice(pos, pos + 3))) return true;
-  return /;\s*\S|advisory|set_config/i.test(sql);
-}
-
 /** A semicolon followed by more text: several statements (a trailing `;` alone is common). */
 function hasInnerSemicolon(text: Buffer): boolean {
   let at = text.indexOf(0x3b);
