@@ -2,13 +2,13 @@
 // (both in transaction mode, pool 20), run back to back within each row, reported as tps ratios to
 // direct and latency added at one client.
 
-import os from 'node:os';
 import { runCleanup } from './lib/cleanup.mjs';
 import { initPgbench, pgbenchVersion } from './lib/pgbench.mjs';
 import { pgbouncerVersion } from './lib/pgbouncer.mjs';
 import { serverVersion, startPostgres } from './lib/postgres.mjs';
 import { fmt, machineFacts, NOISE_NOTE, ratio, stamp, table, writeReport } from './lib/report.mjs';
 import {
+  finishTargets,
   MAINTAIN_NOTE,
   machineLines,
   runCell,
@@ -130,12 +130,7 @@ export async function run(opts) {
       results.push(summariseRow(row, cells));
     }
 
-    // Stop Sluice now (not in the final cleanup) so a --cpu-prof profile is on disk to report.
-    if (targets.sluice.proxy) {
-      await targets.sluice.proxy.stop();
-      if (opts.profile) profiles = await targets.sluice.proxy.newProfiles();
-    }
-    machine.loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);
+    profiles = await finishTargets(targets, opts, machine);
 
     const finishedAt = new Date();
     const report = {

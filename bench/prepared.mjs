@@ -3,7 +3,6 @@
 // plan-cache effect (Sluice `-M prepared` vs `-M extended`); and, after every TPC-B run, whether the
 // balances still add up. PgBouncer 1.18 failing here is a result, reported with pgbench's error.
 
-import os from 'node:os';
 import { runCleanup } from './lib/cleanup.mjs';
 import { initPgbench, pgbenchVersion } from './lib/pgbench.mjs';
 import { pgbouncerVersion } from './lib/pgbouncer.mjs';
@@ -11,6 +10,7 @@ import { serverVersion, startPostgres } from './lib/postgres.mjs';
 import { psql } from './lib/processes.mjs';
 import { fmt, machineFacts, NOISE_NOTE, ratio, stamp, table, writeReport } from './lib/report.mjs';
 import {
+  finishTargets,
   MAINTAIN_NOTE,
   machineLines,
   runCell,
@@ -128,12 +128,7 @@ export async function run(opts) {
       results.push(summariseRow(row, cells));
     }
 
-    // Stop Sluice now (not in the final cleanup) so a --cpu-prof profile is on disk to report.
-    if (targets.sluice.proxy) {
-      await targets.sluice.proxy.stop();
-      if (opts.profile) profiles = await targets.sluice.proxy.newProfiles();
-    }
-    machine.loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);
+    profiles = await finishTargets(targets, opts, machine);
 
     const finishedAt = new Date();
     const report = {

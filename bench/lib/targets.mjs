@@ -2,6 +2,7 @@
 // one is not in the run), the unrecorded warm-up, one measured cell, and the Markdown lines about
 // the machine and the proxies that every report ends with.
 
+import os from 'node:os';
 import { wasSignalled } from './cleanup.mjs';
 import { maintain, runPgbench } from './pgbench.mjs';
 import { PGBOUNCER_BIN, startPgbouncer } from './pgbouncer.mjs';
@@ -98,6 +99,20 @@ export async function runCell(targets, name, direct, workload, pgbenchOpts, { be
 }
 
 /** The report's "## Machine" section. */
+/**
+ * After the last row: stops Sluice now (not in the final cleanup) so a --cpu-prof profile is on
+ * disk to report, and records the load average. Returns the new profile paths.
+ */
+export async function finishTargets(targets, opts, machine) {
+  let profiles = [];
+  if (targets.sluice.proxy) {
+    await targets.sluice.proxy.stop();
+    if (opts.profile) profiles = await targets.sluice.proxy.newProfiles();
+  }
+  machine.loadAverageAtEnd = os.loadavg().map((l) => Math.round(l * 100) / 100);
+  return profiles;
+}
+
 export function machineLines(m) {
   return [
     '## Machine',
