@@ -87,10 +87,6 @@ export class ClientStatements {
   /** The server name last bound or described: the suspect when a plan turns out stale. */
   private lastUsed: string | undefined;
 
-  get size(): number {
-    return this.statements.size;
-  }
-
   // ---- client → server --------------------------------------------------------------------
 
   /** A Sync or Query went out: one ReadyForQuery will answer it. */
