@@ -2,11 +2,14 @@
 // embedded PostgreSQL), the pools, the listener, and stopping them all in order.
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
+import { ResultCache } from './cache/result-cache.js';
 import type { SluiceConfig } from './config/schema.js';
 import { loadUsers } from './config/users.js';
 import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded-postgres.js';
 import { logger } from './observe/logger.js';
 import { PoolManager, type UpstreamEndpoint } from './pool/pool-manager.js';
+import { type CatalogConnection, CatalogRegistry } from './query/catalog-registry.js';
 import { ProxyServer } from './server/proxy-server.js';
 
 export interface RunningSluice {
@@ -18,6 +21,7 @@ export interface RunningSluice {
   embedded: RunningPostgres | undefined;
   proxy: ProxyServer;
   pools: PoolManager;
+  cache: ResultCache | undefined;
   /** Graceful: let transactions finish up to shutdown_timeout, then close. */
   stop(): Promise<void>;
 }
@@ -83,6 +87,14 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
       return stored === undefined || stored.startsWith('SCRAM-SHA-256$') ? undefined : stored;
     },
   });
+  const cache = config.cache ? createResultCache(config, upstream) : undefined;
+  try {
+    await cache?.start();
+  } catch (err) {
+    pools.close();
+    await embedded?.stop();
+    throw err;
+  }
   const listen = splitHostPort(config.listen);
   const proxy = new ProxyServer({
     host: listen.host,
@@ -94,12 +106,14 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     loginTimeoutMs: config.client_login_timeout * 1000,
     passwordOf,
     pools,
+    cache,
   });
   let address: { host: string; port: number };
   try {
     address = await proxy.listen();
   } catch (err) {
     pools.close();
+    await cache?.close();
     await embedded?.stop();
     throw err;
   }
@@ -117,12 +131,42 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     embedded,
     proxy,
     pools,
+    cache,
     stop() {
       stopping ??= (async () => {
         await proxy.shutdown(config.shutdown_timeout * 1000);
+        await cache?.close();
         await embedded?.stop();
       })();
       return stopping;
     },
   };
+}
+
+/**
+ * The result cache, reading each database's catalog as the upstream URL's user (the catalog
+ * tables it needs are readable by every role).
+ */
+function createResultCache(config: SluiceConfig, upstream: UpstreamEndpoint): ResultCache {
+  const catalogs = new CatalogRegistry(async (database): Promise<CatalogConnection> => {
+    const client = new pg.Client({
+      host: upstream.host,
+      port: upstream.port,
+      user: upstream.user,
+      password: upstream.password,
+      database,
+      application_name: 'sluice catalog',
+    });
+    client.on('error', () => {});
+    await client.connect();
+    return client;
+  });
+  return new ResultCache({
+    maxBytes: config.cache_max_bytes,
+    maxEntryBytes: config.cache_max_entry_bytes,
+    ttlMs: config.cache_ttl * 1000,
+    degradedTtlMs: config.cache_degraded_ttl * 1000,
+    redisUrl: config.redis,
+    catalogs,
+  });
 }

@@ -47,6 +47,8 @@ program
     'client connection limit (default 1000; env: SLUICE_MAX_CLIENT_CONN)',
     positiveInt,
   )
+  .option('--cache', 'answer repeated reads from the result cache (env: SLUICE_CACHE=true)')
+  .option('--redis <url>', 'shared cache tier and invalidation bus, redis://host:port (env: SLUICE_REDIS)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env: SLUICE_LOG_LEVEL)')
   .action(async (flags: Record<string, unknown>) => {
     let config: ReturnType<typeof loadConfig>;
@@ -61,6 +63,8 @@ program
           pool_mode: flags.poolMode,
           pool_size: flags.poolSize,
           max_client_conn: flags.maxClientConn,
+          cache: flags.cache,
+          redis: flags.redis,
           log_level: flags.logLevel,
         },
       });
@@ -77,6 +81,7 @@ program
         listen: `${sluice.host}:${sluice.port}`,
         upstream: `${sluice.upstream.host}:${sluice.upstream.port}`,
         mode: config.pool_mode,
+        cache: config.cache ? (config.redis ? 'memory + redis' : 'memory') : 'off',
       },
       'sluice is listening',
     );

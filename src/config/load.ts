@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { isMap, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { type ConfigInput, configSchema, numericKeys, type SluiceConfig } from './schema.js';
+import { booleanKeys, type ConfigInput, configSchema, numericKeys, type SluiceConfig } from './schema.js';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -92,7 +92,13 @@ function envSource(env: NodeJS.ProcessEnv): Source {
       values.embedded = embedded;
       continue;
     }
-    if (numericKeys.has(key)) {
+    if (booleanKeys.has(key)) {
+      const v = raw.trim().toLowerCase();
+      if (!['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'].includes(v)) {
+        problems.push(`${name}: expected true or false, got "${raw}"`);
+      }
+      values[key] = ['true', '1', 'yes', 'on'].includes(v);
+    } else if (numericKeys.has(key)) {
       const n = Number(raw);
       if (raw.trim() === '' || Number.isNaN(n)) problems.push(`${name}: expected a number, got "${raw}"`);
       values[key] = n;

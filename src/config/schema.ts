@@ -49,6 +49,31 @@ export const configSchema = z
     client_login_timeout: seconds.default(60),
     shutdown_timeout: seconds.default(30),
     server_reset_query: z.string().default('DISCARD ALL'),
+    /** The result cache (off unless asked for: it changes what "fresh" means for reads). */
+    cache: z.boolean().default(false),
+    cache_max_bytes: z
+      .number()
+      .int()
+      .min(1024 * 1024)
+      .default(256 * 1024 * 1024),
+    /** Results larger than this stream through uncached. */
+    cache_max_entry_bytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(16 * 1024 * 1024),
+    /** Seconds an entry lives: the bound on staleness from writes that bypass Sluice. */
+    cache_ttl: z.number().positive().default(60),
+    /**
+     * Seconds an entry lives while the shared (Redis) tier is down and other instances' writes
+     * cannot reach this one. 0 (the default): nothing is answered from the cache meanwhile.
+     */
+    cache_degraded_ttl: z.number().nonnegative().default(0),
+    /** redis://host:port: the shared cache tier and invalidation bus between Sluice instances. */
+    redis: z
+      .string()
+      .refine((s) => /^rediss?:\/\//.test(s) && URL.canParse(s), 'expected redis://host:port[/db]')
+      .optional(),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     embedded: z
       .object({
@@ -80,4 +105,11 @@ export const numericKeys = new Set([
   'max_message_bytes',
   'client_login_timeout',
   'shutdown_timeout',
+  'cache_max_bytes',
+  'cache_max_entry_bytes',
+  'cache_ttl',
+  'cache_degraded_ttl',
 ]);
+
+/** Top-level keys whose values come from the environment as booleans (true/false/1/0). */
+export const booleanKeys = new Set(['cache']);

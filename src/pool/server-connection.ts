@@ -4,6 +4,7 @@
 // COPY responses. It knows nothing about clients beyond the ServerOwner interface.
 import { connect, type Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
+import type { ResponseCapture } from '../cache/response-capture.js';
 import { logger } from '../observe/logger.js';
 import {
   AuthCode,
@@ -80,7 +81,10 @@ export class UpstreamRejectedError extends Error {
 
 // Frames the handshake must decode; after it, only these need whole frames in one buffer.
 const HANDSHAKE_INSPECT = inspectTable('RSKZEvN');
-const FORWARD_INSPECT = inspectTable('ZSEG13');
+// 'A' (NotificationResponse) only so that a response being captured for the cache can tell one
+// was mixed into it; notifications are rare on pooled servers.
+const FORWARD_INSPECT = inspectTable('ZSEG13A');
+const NOTIFICATION_RESPONSE = 0x41; // 'A'
 const PARSE_COMPLETE = 0x31; // '1'
 const CLOSE_COMPLETE = 0x33; // '3'
 /** Server-side prepared statements kept per connection before the least recently used is closed. */
@@ -113,6 +117,8 @@ export class ServerConnection implements FrameHandler {
   private readonly reader: FrameReader;
   private runStart = 0;
   private paused = false;
+  /** The response being collected for the result cache, from the next byte to ReadyForQuery. */
+  private capture: ResponseCapture | null = null;
 
   private constructor(
     readonly socket: Socket,
@@ -148,6 +154,23 @@ export class ServerConnection implements FrameHandler {
 
   write(chunk: Buffer): boolean {
     return this.socket.write(chunk);
+  }
+
+  /**
+   * Collects every byte forwarded to the owner from now to the next ReadyForQuery. The caller
+   * makes sure nothing else is in flight, so those bytes are exactly one request's response.
+   */
+  startCapture(capture: ResponseCapture): void {
+    this.capture?.abort();
+    this.capture = capture;
+  }
+
+  private abortCapture(): void {
+    const capture = this.capture;
+    if (capture) {
+      this.capture = null;
+      capture.abort();
+    }
   }
 
   /** Sends a simple query ahead of the client's messages; its replies are dropped. */
@@ -197,8 +220,15 @@ export class ServerConnection implements FrameHandler {
   private cut(buf: Buffer, start: number, end: number, replacement?: Buffer): void {
     const owner = this.owner;
     if (owner) {
-      if (start > this.runStart) owner.writeToClient(buf.subarray(this.runStart, start));
-      if (replacement) owner.writeToClient(replacement);
+      if (start > this.runStart) {
+        const before = buf.subarray(this.runStart, start);
+        this.capture?.add(before);
+        owner.writeToClient(before);
+      }
+      if (replacement) {
+        this.capture?.add(replacement);
+        owner.writeToClient(replacement);
+      }
     }
     this.runStart = end;
   }
@@ -221,6 +251,7 @@ export class ServerConnection implements FrameHandler {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.abortCapture();
     if (this.socket.writable) this.socket.end(serialize.end());
     this.socket.destroy();
   }
@@ -278,6 +309,17 @@ export class ServerConnection implements FrameHandler {
       case BackendType.ReadyForQuery: {
         const status = peekTransactionStatus(buf, start);
         this.transactionStatus = status;
+        const capture = this.capture;
+        if (capture) {
+          // Earlier chunks were added as they went out; this one up to and with the ReadyForQuery.
+          this.capture = null;
+          if (this.owner) {
+            capture.add(buf.subarray(this.runStart, end));
+            capture.finish(status);
+          } else {
+            capture.abort();
+          }
+        }
         const owner = this.owner;
         if (owner?.onReadyForQuery(status)) {
           // Forward through this frame, then stop: later bytes belong to no client.
@@ -288,7 +330,11 @@ export class ServerConnection implements FrameHandler {
         }
         return;
       }
+      case NOTIFICATION_RESPONSE:
+        this.abortCapture();
+        return;
       case BackendType.ParameterStatus: {
+        this.abortCapture();
         const param = decodeParameterStatus(buf, start, end);
         if (param) {
           this.parameters.set(param[0], param[1]);
@@ -297,6 +343,7 @@ export class ServerConnection implements FrameHandler {
         return;
       }
       case BackendType.ErrorResponse: {
+        this.abortCapture();
         const fields = decodeErrorFields(buf, start, end);
         const fatal = fields.S === 'FATAL' || fields.S === 'PANIC';
         if (!this.owner) {
@@ -310,6 +357,7 @@ export class ServerConnection implements FrameHandler {
         return;
       }
       case BackendType.CopyInResponse:
+        this.abortCapture();
         this.owner?.onCopyInResponse();
         return;
     }
@@ -338,6 +386,7 @@ export class ServerConnection implements FrameHandler {
       if (forwardable > this.runStart) {
         const chunk =
           this.runStart === 0 && forwardable === buf.length ? buf : buf.subarray(this.runStart, forwardable);
+        this.capture?.add(chunk);
         if (!owner.writeToClient(chunk)) this.pause();
       }
     } else if (forwardable > this.runStart && !this.releasing) {
@@ -369,6 +418,7 @@ export class ServerConnection implements FrameHandler {
   private readonly onClose = (): void => {
     const wasClosed = this.closed;
     this.closed = true;
+    this.abortCapture();
     const owner = this.owner ?? this.releasing;
     this.owner = null;
     this.releasing = null;

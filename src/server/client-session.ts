@@ -3,6 +3,8 @@
 // send, forwarding in whole runs with backpressure both ways, and deciding, at each
 // ReadyForQuery, whether the pool mode lets the server go back to the pool.
 import type { Socket } from 'node:net';
+import type { ResponseCapture } from '../cache/response-capture.js';
+import type { CacheContext, ReadPlan, ResultCache, Writes } from '../cache/result-cache.js';
 import { logger } from '../observe/logger.js';
 import type { Pool, PoolWaiter } from '../pool/pool.js';
 import { type ServerConnection, type ServerOwner, UpstreamRejectedError } from '../pool/server-connection.js';
@@ -11,11 +13,34 @@ import { type FrameHandler, FrameReader, inspectTable } from '../protocol/frame-
 import { FrontendType } from '../protocol/frontend-messages.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
-import { parseQueryEnd, parseQueryStart } from '../protocol/statement-frames.js';
+import {
+  parseQueryEnd,
+  parseQueryStart,
+  peekBindStatement,
+  peekParseName,
+} from '../protocol/statement-frames.js';
 import { ClientStatements, type DeferredParse, noteSchemaChange } from './client-statements.js';
 import { classifyQuery, mayAffectSession, SessionSettings } from './session-state.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
+
+/**
+ * Parse (unnamed) / Bind / Describe / Execute / Sync read with the cache on: what it sends is
+ * held back until Sync tells whether a cached reply can stand in for it.
+ */
+interface CandidateBatch {
+  /** Runs and rewritten frames of the batch, in order, not yet sent. */
+  diverted: (Buffer | DeferredParse)[];
+  sql: string | undefined;
+  paramTypes: string;
+  bindTail: string | undefined;
+  /** The message types (and Describe kinds, Execute row limit) that shape the reply. */
+  shape: string;
+  bytes: number;
+}
+
+/** Extended-protocol batches larger than this are sent on rather than held for a cache lookup. */
+const MAX_HELD_BATCH_BYTES = 64 * 1024;
 
 const STATUS_IDLE = 0x49; // 'I'
 
@@ -61,6 +86,22 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   pinnedReason: string | undefined;
   private readonly statements = new ClientStatements();
   private readonly settings: SessionSettings;
+  /** Set while a Query waits for the shared cache tier or for an identical read in flight. */
+  private cacheParked = false;
+  /** The capture to start on the server with the next bytes sent: this client leads a read. */
+  private pendingCapture: ResponseCapture | null = null;
+  /** Tables written in the current transaction, bumped again when it ends. */
+  private transactionWrites: Set<string> | 'all' | 'schema' | null = null;
+  /** What each named (and the unnamed) statement writes, to bump again at each Bind. */
+  private statementWrites: Map<string, Writes> | undefined;
+  /** State (a temp table, say) that may shadow what the cache knows: no cached reads. */
+  private cacheReadsUnsafe = false;
+  private pausedForClientDrain = false;
+  /** Replies held until a write's invalidation has reached the other instances. */
+  private heldReplies: Buffer[] | null = null;
+  private cacheContextValue: CacheContext | undefined;
+  /** An extended-protocol batch being read up to its Sync, to be answered from the cache if possible. */
+  private batch: CandidateBatch | null = null;
 
   constructor(
     readonly socket: Socket,
@@ -72,6 +113,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     private readonly maxMessageBytes: number,
     private readonly hooks: SessionHooks,
     startup: ReadonlyMap<string, string> = new Map(),
+    private readonly cache: ResultCache | undefined = undefined,
   ) {
     this.settings = new SessionSettings(startup);
     this.reader = new FrameReader(CLIENT_INSPECT, maxMessageBytes);
@@ -113,8 +155,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   };
 
   onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    if (
+      this.cache !== undefined &&
+      (this.batch !== null || type === FrontendType.Parse || type === FrontendType.Bind)
+    ) {
+      if (this.onBatchFrame(this.cache, type, buf, start, end)) return;
+    }
     switch (type) {
       case FrontendType.Query:
+        if (this.cache !== undefined && this.onQueryWithCache(this.cache, buf, start, end)) return;
         this.awaitingReady++;
         this.syncsSinceExecute = 0;
         this.statements.expectReady();
@@ -149,11 +198,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         if (queryEnd >= 0 && mayAffectSession(buf, queryStart, queryEnd)) {
           this.noteSessionEffect(buf.toString('utf8', queryStart, queryEnd));
         }
+        if (this.cache !== undefined && queryEnd >= 0)
+          this.noteParsedWrites(this.cache, buf, start, end, queryStart, queryEnd);
         this.beginFrame(buf, start);
         if (this.statements.onParse(buf, start, end, this)) this.runStart = end;
         return;
       }
       case FrontendType.Bind:
+        if (this.statementWrites !== undefined) this.noteBoundWrites(buf, start, end);
         this.unsynced = true;
         this.beginFrame(buf, start);
         if (this.statements.onBind(buf, start, end, this)) this.runStart = end;
@@ -184,6 +236,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   onChunkEnd(buf: Buffer, forwardable: number): void {
     if (forwardable > this.runStart) this.forwardRun(buf, forwardable);
+    // A batch may span chunks (node-postgres writes each message on its own): holding it until
+    // Sync is safe, since PostgreSQL owes no reply before Sync or Flush either; a big one is not
+    // worth holding.
+    if (this.batch !== null && this.batch.bytes > MAX_HELD_BATCH_BYTES) this.abandonBatch();
     this.runStart = 0;
     this.frameBuf = undefined;
     if (this.terminating && !this.closed) this.finishTerminate();
@@ -229,14 +285,22 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private send(run: Buffer | DeferredParse): void {
     if (this.closed) return;
     const server = this.server;
+    const batch = this.batch;
+    if (batch !== null) {
+      batch.diverted.push(run);
+      if (Buffer.isBuffer(run)) batch.bytes += run.length;
+      return;
+    }
     if (server) {
       // A DeferredParse only exists while no server is assigned.
-      if (!server.write(run as Buffer)) this.waitForServerDrain(server);
+      const flowing = server.write(run as Buffer);
+      if (this.pendingCapture) this.startCapture(server);
+      if (!flowing) this.waitForServerDrain(server);
       return;
     }
     this.queued.push(run);
-    // A LISTEN/UNLISTEN is being answered: what follows waits its turn.
-    if (this.hubCommand !== undefined) return;
+    // A LISTEN/UNLISTEN or a cache lookup is being answered: what follows waits its turn.
+    if (this.hubCommand !== undefined || this.cacheParked) return;
     if (!this.acquiring) {
       this.acquiring = true;
       this.pool.acquire(this);
@@ -293,6 +357,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       server.socket.uncork();
     }
     queued.length = 0;
+    if (this.pendingCapture) this.startCapture(server);
     if (!flowing) this.waitForServerDrain(server);
     else if (this.pausedForAcquire) this.socket.resume();
     this.pausedForAcquire = false;
@@ -302,6 +367,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.acquiring = false;
     this.pausedForAcquire = false;
     this.queued.length = 0;
+    this.abortPendingCapture();
     if (this.closed) return;
     // With the head of a frame dropped, its tail must never reach a server as new messages.
     if (err instanceof ProxyError && !err.fatal && !this.reader.isMidFrame && !this.terminating) {
@@ -328,6 +394,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   // ---- server → client (ServerOwner) ---------------------------------------------------------
 
   writeToClient(chunk: Buffer): boolean {
+    const held = this.heldReplies;
+    if (held !== null) {
+      held.push(chunk);
+      return true;
+    }
     return this.socket.write(chunk);
   }
 
@@ -336,6 +407,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.transactionStatus = status;
     this.statements.onReadyForQuery();
     if (status === STATUS_IDLE && this.settings.hasPending) this.commitSettings();
+    if (status === STATUS_IDLE && this.transactionWrites !== null) this.endTransactionWrites();
     // A terminating client lets go once its last reply is in; release() judges cleanliness.
     if (this.terminating) return this.awaitingReady === 0;
     if (this.awaitingReady > 0 || this.unsynced || this.clientInCopyIn || this.reader.isMidFrame)
@@ -398,6 +470,334 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     return this.statements.onParseOrCloseComplete();
   }
 
+  // ---- result cache ---------------------------------------------------------------------------
+
+  private get cacheContext(): CacheContext {
+    const settingsKey = this.settings.cacheSignature;
+    let ctx = this.cacheContextValue;
+    if (ctx === undefined || ctx.settingsKey !== settingsKey) {
+      ctx = {
+        database: this.database,
+        user: this.user,
+        settingsKey,
+        searchPath: this.settings.searchPath,
+      };
+      this.cacheContextValue = ctx;
+    }
+    return ctx;
+  }
+
+  /**
+   * A Query with the cache on: its writes are bumped, and a cacheable read with nothing else in
+   * flight is answered here when an entry exists. Returns true when the frame was consumed.
+   */
+  private onQueryWithCache(cache: ResultCache, buf: Buffer, start: number, end: number): boolean {
+    const sql = buf.toString('utf8', start + 5, end - 1);
+    const verdict = cache.judge(this.cacheContext, sql, this.mayReadFromCache);
+    if (verdict.writes !== undefined) this.noteTransactionWrites(verdict.writes);
+    const plan = verdict.read;
+    if (plan === undefined) return false;
+    const entry = cache.lookup(plan);
+    if (entry !== undefined) {
+      this.forwardRun(buf, start);
+      this.runStart = end;
+      this.writeCached(entry);
+      return true;
+    }
+    const wait = cache.wait(plan);
+    if (wait === undefined) {
+      this.pendingCapture = cache.lead(plan);
+      return false;
+    }
+    this.forwardRun(buf, start);
+    this.runStart = end;
+    this.awaitingReady++;
+    this.statements.expectReady();
+    this.park(cache, plan, [buf.subarray(start, end)], wait);
+    return true;
+  }
+
+  /** True when a request arriving now could be answered from the cache. */
+  private get mayReadFromCache(): boolean {
+    return (
+      this.awaitingReady === 0 &&
+      !this.unsynced &&
+      this.transactionStatus === STATUS_IDLE &&
+      !this.clientInCopyIn &&
+      !this.cacheReadsUnsafe &&
+      !this.acquiring &&
+      !this.cacheParked &&
+      this.hubCommand === undefined &&
+      this.queued.length === 0 &&
+      this.pendingCapture === null
+    );
+  }
+
+  /**
+   * Reads a frame of a possible cached batch. Returns true when the frame was consumed here
+   * (the batch was answered from the cache, or parked); false lets normal handling go on.
+   */
+  private onBatchFrame(cache: ResultCache, type: number, buf: Buffer, start: number, end: number): boolean {
+    let batch = this.batch;
+    if (batch === null) {
+      if (!this.mayReadFromCache) return false;
+      // Whatever precedes goes out now; the batch's own bytes are held from here.
+      this.forwardRun(buf, start);
+      batch = { diverted: [], sql: undefined, paramTypes: '', bindTail: undefined, shape: '', bytes: 0 };
+      this.batch = batch;
+    }
+    switch (type) {
+      case FrontendType.Parse: {
+        const queryStart = parseQueryStart(buf, start, end);
+        const queryEnd = queryStart < 0 ? -1 : parseQueryEnd(buf, queryStart, end);
+        if (buf[start + 5] !== 0 || batch.shape !== '' || queryEnd < 0) break;
+        batch.sql = buf.toString('utf8', queryStart, queryEnd);
+        batch.paramTypes = buf.toString('latin1', queryEnd + 1, end);
+        batch.shape = 'P';
+        return false;
+      }
+      case FrontendType.Bind: {
+        const target = peekBindStatement(buf, start, end);
+        if (target === undefined || buf[start + 5] !== 0 || batch.bindTail !== undefined) break;
+        if (target.name !== '') {
+          // A named statement on a server Sluice holds would be prepared there as a side effect.
+          const source = this.server === null ? this.statements.sourceOf(target.name) : undefined;
+          if (source === undefined || batch.shape !== '') break;
+          batch.sql = source.sql;
+          batch.paramTypes = source.paramTypes;
+        } else if (batch.shape !== 'P') {
+          break;
+        }
+        batch.bindTail = buf.toString('latin1', target.nameEnd, end);
+        batch.shape += 'B';
+        return false;
+      }
+      case FrontendType.Describe:
+        if (batch.bindTail === undefined || buf[start + 6] !== 0) break;
+        batch.shape += buf[start + 5] === 0x53 ? 'S' : 'D';
+        return false;
+      case FrontendType.Execute:
+        // Unnamed portal, no row limit: the reply is the whole result. (Execute is not an
+        // inspected type, so its body may lie in the next chunk.)
+        if (end > buf.length || batch.bindTail === undefined || buf[start + 5] !== 0) break;
+        if (buf.readInt32BE(start + 6) !== 0) break;
+        if (batch.shape.endsWith('E')) break;
+        batch.shape += 'E';
+        return false;
+      case FrontendType.Sync:
+        if (batch.sql !== undefined && batch.bindTail !== undefined && batch.shape.endsWith('E')) {
+          return this.finishBatch(cache, batch, buf, start, end);
+        }
+        break;
+    }
+    this.forwardRun(buf, start);
+    this.abandonBatch();
+    return false;
+  }
+
+  /** The batch cannot be answered from the cache: send what was held, in order. */
+  private abandonBatch(): void {
+    const batch = this.batch;
+    if (batch === null) return;
+    this.batch = null;
+    for (const run of batch.diverted) this.send(run);
+  }
+
+  /** At the batch's Sync: answer from the cache, park, or send it and capture the reply. */
+  private finishBatch(
+    cache: ResultCache,
+    batch: CandidateBatch,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): boolean {
+    const plan = cache.planRead(
+      this.cacheContext,
+      batch.sql!,
+      `E${batch.shape}\0${batch.paramTypes}\0${batch.bindTail}`,
+    );
+    if (plan === undefined) {
+      this.forwardRun(buf, start);
+      this.abandonBatch();
+      return false;
+    }
+    const entry = cache.lookup(plan);
+    if (entry !== undefined) {
+      // Nothing of the batch went out: drop what it queued and the replies it expected.
+      this.batch = null;
+      this.runStart = end;
+      this.unsynced = false;
+      this.statements.expectReady();
+      this.statements.onReadyForQuery();
+      this.writeCached(entry);
+      return true;
+    }
+    const wait = cache.wait(plan);
+    // Count the Sync as usual, and hold it with the rest of the batch.
+    this.unsynced = false;
+    this.awaitingReady++;
+    this.syncsSinceExecute++;
+    this.statements.expectReady();
+    this.forwardRun(buf, end);
+    this.runStart = end;
+    const frames = batch.diverted;
+    this.batch = null;
+    if (wait === undefined) {
+      this.pendingCapture = cache.lead(plan);
+      for (const run of frames) this.send(run);
+      return true;
+    }
+    this.park(cache, plan, frames, wait);
+    return true;
+  }
+
+  /** Holds a request (and whatever follows) until the shared tier or the read in flight answers. */
+  private park(
+    cache: ResultCache,
+    plan: ReadPlan,
+    frames: (Buffer | DeferredParse)[],
+    wait: Promise<Buffer | undefined>,
+  ): void {
+    this.cacheParked = true;
+    this.socket.pause();
+    wait.then(
+      (found) => this.finishParked(cache, plan, frames, found),
+      () => this.finishParked(cache, plan, frames, undefined),
+    );
+  }
+
+  private finishParked(
+    cache: ResultCache,
+    plan: ReadPlan,
+    frames: (Buffer | DeferredParse)[],
+    entry: Buffer | undefined,
+  ): void {
+    this.cacheParked = false;
+    if (this.closed) return;
+    if (entry !== undefined) {
+      this.awaitingReady--;
+      this.statements.onReadyForQuery();
+      this.writeCached(entry);
+    } else {
+      // Run it after all: lead a new flight unless someone else already does.
+      if (!cache.inFlight(plan)) this.pendingCapture = cache.lead(plan);
+      this.queued.unshift(...frames);
+    }
+    if (this.queued.length > 0 && !this.acquiring && this.server === null) {
+      this.acquiring = true;
+      this.pool.acquire(this);
+      if (this.acquiring) {
+        this.pausedForAcquire = true;
+        return;
+      }
+    } else if (this.queued.length > 0 && this.server !== null) {
+      // Session mode or a pinned client: its server is still here.
+      const server = this.server;
+      const queued = this.queued.splice(0);
+      let flowing = true;
+      for (const run of queued) {
+        flowing = server.write(Buffer.isBuffer(run) ? run : this.statements.resolveQueued(server, run));
+      }
+      if (this.pendingCapture) this.startCapture(server);
+      if (!flowing) {
+        this.waitForServerDrain(server);
+        return;
+      }
+    }
+    if (!this.acquiring) this.socket.resume();
+  }
+
+  /** A cached reply: a client that stops reading stops being read, as with server replies. */
+  private writeCached(entry: Buffer): void {
+    if (this.heldReplies !== null) {
+      this.heldReplies.push(entry);
+      return;
+    }
+    if (!this.socket.write(entry) && !this.pausedForClientDrain) {
+      this.pausedForClientDrain = true;
+      this.socket.pause();
+    }
+  }
+
+  private startCapture(server: ServerConnection): void {
+    const capture = this.pendingCapture;
+    this.pendingCapture = null;
+    if (capture) server.startCapture(capture);
+  }
+
+  private abortPendingCapture(): void {
+    const capture = this.pendingCapture;
+    this.pendingCapture = null;
+    capture?.abort();
+  }
+
+  private noteTransactionWrites(writes: Writes): void {
+    if (writes === 'schema' || this.transactionWrites === 'schema') {
+      this.transactionWrites = 'schema';
+      return;
+    }
+    if (writes === 'all' || this.transactionWrites === 'all') {
+      this.transactionWrites = 'all';
+      return;
+    }
+    this.transactionWrites ??= new Set();
+    for (const table of writes) this.transactionWrites.add(table);
+  }
+
+  /**
+   * The transaction that wrote ended: bump again so nothing read while it ran survives. With a
+   * shared tier, replies (this ReadyForQuery on) wait until the bump is published.
+   */
+  private endTransactionWrites(): void {
+    const writes = this.transactionWrites;
+    this.transactionWrites = null;
+    if (writes === null || this.cache === undefined) return;
+    const published = this.cache.endTransaction(
+      this.database,
+      typeof writes === 'string' ? writes : [...writes],
+    );
+    if (published === undefined) return;
+    const held: Buffer[] = this.heldReplies ?? [];
+    this.heldReplies = held;
+    const release = () => {
+      if (this.heldReplies !== held) return;
+      this.heldReplies = null;
+      if (!this.closed && held.length > 0)
+        this.writeCached(held.length === 1 ? held[0]! : Buffer.concat(held));
+    };
+    published.then(release, release);
+  }
+
+  /** A Parse with the cache on: its writes are bumped now and remembered for later Binds. */
+  private noteParsedWrites(
+    cache: ResultCache,
+    buf: Buffer,
+    start: number,
+    end: number,
+    queryStart: number,
+    queryEnd: number,
+  ): void {
+    const verdict = cache.judge(this.cacheContext, buf.toString('utf8', queryStart, queryEnd), false);
+    const name = peekParseName(buf, start, end);
+    if (name === undefined) return;
+    if (verdict.writes === undefined) {
+      this.statementWrites?.delete(name);
+      return;
+    }
+    this.noteTransactionWrites(verdict.writes);
+    this.statementWrites ??= new Map();
+    this.statementWrites.set(name, verdict.writes);
+  }
+
+  /** A Bind of a statement that writes: bump again, as if it were parsed anew. */
+  private noteBoundWrites(buf: Buffer, start: number, end: number): void {
+    const target = peekBindStatement(buf, start, end);
+    const writes = target === undefined ? undefined : this.statementWrites?.get(target.name);
+    if (writes === undefined || this.cache === undefined) return;
+    this.cache.bump(this.database, writes);
+    this.noteTransactionWrites(writes);
+  }
+
   // ---- LISTEN / NOTIFY ------------------------------------------------------------------------
 
   /**
@@ -457,7 +857,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           message: `${tag} failed: ${err.message}`,
         })
       : createCommandComplete(tag);
-    this.socket.write(Buffer.concat([reply, READY_FOR_QUERY.I, ...this.pendingNotifications.splice(0)]));
+    this.writeCached(Buffer.concat([reply, READY_FOR_QUERY.I, ...this.pendingNotifications.splice(0)]));
     if (this.queued.length > 0 && !this.acquiring) {
       this.acquiring = true;
       this.pool.acquire(this);
@@ -471,13 +871,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** NotificationListener: delivered between transactions, as PostgreSQL does. */
   deliverNotification(frame: Buffer): void {
     if (this.closed) return;
-    if (this.server === null && !this.acquiring && this.hubCommand === undefined) this.socket.write(frame);
+    if (this.server === null && !this.acquiring && this.hubCommand === undefined) this.writeCached(frame);
     else this.pendingNotifications.push(frame);
   }
 
   private flushNotifications(): void {
     if (this.pendingNotifications.length > 0 && !this.closed) {
-      this.socket.write(Buffer.concat(this.pendingNotifications.splice(0)));
+      this.writeCached(Buffer.concat(this.pendingNotifications.splice(0)));
     }
   }
 
@@ -487,6 +887,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     for (const effect of classifyQuery(sql)) {
       switch (effect.kind) {
         case 'pin':
+          this.cacheReadsUnsafe = true;
           this.pin(effect.reason);
           break;
         case 'rollback':
@@ -497,6 +898,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           break;
         case 'listen':
           // Inside a transaction or an extended-protocol batch: the client's server listens.
+          this.cacheReadsUnsafe = true;
           this.pin('LISTEN inside a transaction or batch');
           break;
         case 'unlisten':
@@ -610,7 +1012,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       });
     }
     if (!fatal) {
-      this.socket.write(Buffer.concat([reply, READY_FOR_QUERY.I]));
+      this.writeCached(Buffer.concat([reply, READY_FOR_QUERY.I]));
       return;
     }
     if (this.socket.writable) this.socket.end(reply);
@@ -619,6 +1021,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   private readonly onClientDrain = (): void => {
     this.server?.resume();
+    if (this.pausedForClientDrain) {
+      this.pausedForClientDrain = false;
+      if (!this.acquiring && !this.cacheParked) this.socket.resume();
+    }
   };
 
   private readonly onClientError = (err: Error): void => {
@@ -636,6 +1042,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (this.acquiring) this.pool.cancelWait(this);
     this.acquiring = false;
     this.queued.length = 0;
+    this.abortPendingCapture();
     const server = this.server;
     if (server) {
       this.server = null;

@@ -9,6 +9,8 @@ import {
   createCloseStatement,
   createDescribeStatement,
   createParse,
+  parseQueryEnd,
+  parseQueryStart,
   peekBindStatement,
   peekParseName,
   peekTarget,
@@ -22,6 +24,14 @@ export interface PreparedStatement {
   serverName: string;
   /** The client's Parse, renamed to serverName: what gets injected on servers lacking it. */
   parse: Buffer;
+  /** Query text and parameter-type bytes, decoded once when the result cache asks. */
+  source?: StatementSource;
+}
+
+export interface StatementSource {
+  sql: string;
+  /** The Parse's parameter-type section as latin1 (one char per byte): part of cache keys. */
+  paramTypes: string;
 }
 
 interface ParseExpected {
@@ -217,6 +227,23 @@ export class ClientStatements {
     const target = peekTarget(buf, start, end);
     if (target && target.kind === STATEMENT && target.name !== '') this.statements.delete(target.name);
     this.expected.push(FORWARD);
+  }
+
+  /** The text and parameter types of a client's named statement (for the result cache). */
+  sourceOf(name: string): StatementSource | undefined {
+    const statement = this.statements.get(name);
+    if (!statement) return undefined;
+    if (!statement.source) {
+      const parse = statement.parse;
+      const queryStart = parseQueryStart(parse, 0, parse.length);
+      const queryEnd = queryStart < 0 ? -1 : parseQueryEnd(parse, queryStart, parse.length);
+      if (queryEnd < 0) return undefined;
+      statement.source = {
+        sql: parse.toString('utf8', queryStart, queryEnd),
+        paramTypes: parse.toString('latin1', queryEnd + 1),
+      };
+    }
+    return statement.source;
   }
 
   /** DISCARD ALL / DEALLOCATE ALL: every statement of this session is gone. */

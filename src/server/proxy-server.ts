@@ -4,6 +4,7 @@
 import { randomInt, timingSafeEqual } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
+import type { ResultCache } from '../cache/result-cache.js';
 import { logger } from '../observe/logger.js';
 import type { PoolManager } from '../pool/pool-manager.js';
 import { UpstreamRejectedError } from '../pool/server-connection.js';
@@ -29,6 +30,7 @@ export interface ProxyServerOptions {
   loginTimeoutMs: number;
   passwordOf(user: string): string | undefined;
   pools: PoolManager;
+  cache?: ResultCache | undefined;
 }
 
 /** The server's spelling of a reported parameter (e.g. DateStyle for datestyle). */
@@ -179,6 +181,7 @@ export class ProxyServer {
         options.maxMessageBytes,
         { onSessionClosed: (s) => this.sessions.delete(s.processId) },
         startup,
+        options.cache,
       );
       this.sessions.set(processId, session);
       session.start(result.leftover);

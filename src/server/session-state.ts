@@ -287,6 +287,35 @@ function simpleQuery(text: string): Buffer {
   return frame;
 }
 
+// Settings that cannot change what a query returns: clients differing only in these share cache
+// entries (bots typically differ in application_name alone).
+const OUTPUT_NEUTRAL = new Set([
+  'application_name',
+  'statement_timeout',
+  'lock_timeout',
+  'idle_in_transaction_session_timeout',
+  'idle_session_timeout',
+  'transaction_timeout',
+  'work_mem',
+  'maintenance_work_mem',
+  'log_statement',
+  'log_min_duration_statement',
+  'tcp_keepalives_idle',
+  'tcp_keepalives_interval',
+  'tcp_keepalives_count',
+]);
+
+/** The value of a `SET search_path TO ...` statement, with string-literal quoting removed. */
+function searchPathOf(sql: string): string | undefined {
+  const m = /^set\s+(?:session\s+)?search_path\s*(?:=|\bto\b)\s*(.*?)\s*;?\s*$/is.exec(sql);
+  if (!m || /^default$/i.test(m[1]!)) return undefined;
+  // As SHOW prints it: a string literal names one schema, case and all ("Mixed", not mixed).
+  return m[1]!.replace(
+    /'((?:[^']|'')*)'/g,
+    (_, inner: string) => `"${inner.replaceAll("''", "'").replaceAll('"', '""')}"`,
+  );
+}
+
 /**
  * One client's settings: those from its StartupMessage (its session defaults, which RESET
  * returns to) and those it SET since. Changes wait until the statement that made them is known
@@ -297,6 +326,10 @@ export class SessionSettings {
   private pending: SessionEffect[] = [];
   private failed = false;
   signature = '';
+  /** The settings that shape query output: part of every result-cache key. */
+  cacheSignature = '';
+  /** search_path as the client set it, or undefined when it runs the server's default. */
+  searchPath: string | undefined;
   private replay: Buffer | undefined;
 
   constructor(private readonly startup: ReadonlyMap<string, string>) {
@@ -369,6 +402,13 @@ export class SessionSettings {
 
   private recompute(): void {
     this.signature = [...this.startup.values(), ...this.sets.values()].join('; ');
+    const shaping: string[] = [];
+    for (const [name, sql] of this.startup)
+      if (!OUTPUT_NEUTRAL.has(name) && !this.sets.has(name)) shaping.push(sql);
+    for (const [name, sql] of this.sets) if (!OUTPUT_NEUTRAL.has(name)) shaping.push(sql);
+    this.cacheSignature = shaping.join('; ');
+    const pathSql = this.sets.get('search_path') ?? this.startup.get('search_path');
+    this.searchPath = pathSql === undefined ? undefined : searchPathOf(pathSql);
     this.replay = undefined;
   }
 }

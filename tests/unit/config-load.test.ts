@@ -46,10 +46,29 @@ describe('loadConfig defaults and file values', () => {
       client_login_timeout: 60,
       shutdown_timeout: 30,
       server_reset_query: 'DISCARD ALL',
+      cache: false,
+      cache_max_bytes: 256 * 1024 * 1024,
+      cache_max_entry_bytes: 16 * 1024 * 1024,
+      cache_ttl: 60,
+      cache_degraded_ttl: 0,
       log_level: 'info',
       embedded: { port: 0 },
     });
     expect(c.upstream).toBeUndefined();
+  });
+
+  it('reads cache switches from the environment as booleans and refuses anything else', () => {
+    expect(loadConfig({ env: { SLUICE_CACHE: 'true', SLUICE_CACHE_TTL: '5' } })).toMatchObject({
+      cache: true,
+      cache_ttl: 5,
+    });
+    expect(loadConfig({ env: { SLUICE_CACHE: '0' } }).cache).toBe(false);
+    expect(() => loadConfig({ env: { SLUICE_CACHE: 'maybe' } })).toThrow(
+      /SLUICE_CACHE: expected true or false/,
+    );
+    expect(() => loadConfig({ env: { SLUICE_REDIS: 'localhost:6379' } })).toThrow(
+      /SLUICE_REDIS: redis: expected redis:\/\/host:port/,
+    );
   });
 
   it('treats an empty file and a comment-only file as all defaults', () => {

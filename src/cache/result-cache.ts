@@ -1,0 +1,322 @@
+// Owns the result cache's decisions: which statement text may be answered from the cache and
+// under which key, which tables a write invalidates (bumped when it is sent and again when its
+// transaction ends), the two storage tiers, and coalescing identical reads in flight.
+import { createHash } from 'node:crypto';
+import { logger } from '../observe/logger.js';
+import { loadQueryParser, type QueryAnalysis, QueryAnalyzer } from '../query/analysis.js';
+import type { DatabaseCatalog } from '../query/catalog.js';
+import type { CatalogRegistry } from '../query/catalog-registry.js';
+import { MemoryTier } from './memory-tier.js';
+import { RedisTier } from './redis-tier.js';
+import { ResponseCapture } from './response-capture.js';
+import { TableVersions } from './table-versions.js';
+
+export interface ResultCacheOptions {
+  maxBytes: number;
+  maxEntryBytes: number;
+  /** How long an entry lives: bounds staleness from writes that bypass Sluice. */
+  ttlMs: number;
+  /** TTL while the shared tier is down and other instances' writes cannot reach us. */
+  degradedTtlMs: number;
+  redisUrl: string | undefined;
+  catalogs: CatalogRegistry;
+}
+
+/** What a session tells the cache about itself; `settingsKey` holds the settings that shape output. */
+export interface CacheContext {
+  readonly database: string;
+  readonly user: string;
+  readonly settingsKey: string;
+  /** undefined: the server's default, which Sluice does not know (see resolve()). */
+  readonly searchPath: string | undefined;
+}
+
+/** A cacheable read: where its entry lives. */
+export interface ReadPlan {
+  readonly key: string;
+  readonly ttlMs: number;
+}
+
+/**
+ * Tables ("schema.name") a statement writes; 'all' when they cannot be pinned down (a volatile
+ * user function); 'schema' when it may also change the catalog (DDL, DO, CALL, unparsed text).
+ */
+export type Writes = readonly string[] | 'all' | 'schema';
+
+export interface Verdict {
+  /** Present when the statement may be answered from the cache. */
+  read: ReadPlan | undefined;
+  /** Present when the statement may write: already bumped once; bump again at transaction end. */
+  writes: Writes | undefined;
+}
+
+const NO_EFFECT: Verdict = Object.freeze({ read: undefined, writes: undefined });
+
+export interface ResultCacheStats {
+  hits: number;
+  sharedHits: number;
+  misses: number;
+  stores: number;
+  coalesced: number;
+  /** Reads judged not cacheable (volatile functions, system catalogs, unknown relations...). */
+  uncacheable: number;
+  /** Responses that could not be stored (error, too big, not autocommit at the end). */
+  notStored: number;
+  invalidations: number;
+}
+
+type Waiter = (entry: Buffer | undefined) => void;
+
+/**
+ * PostgreSQL's default search_path, assumed for clients that never set one. A role or database
+ * with its own default (ALTER ROLE ... SET search_path) resolves differently on the server; see
+ * README "Result cache" for what that means.
+ */
+const DEFAULT_SEARCH_PATH = '"$user", public';
+
+export class ResultCache {
+  readonly analyzer = new QueryAnalyzer();
+  readonly memory: MemoryTier;
+  readonly redis: RedisTier | undefined;
+  readonly versions: TableVersions;
+  readonly stats: ResultCacheStats = {
+    hits: 0,
+    sharedHits: 0,
+    misses: 0,
+    stores: 0,
+    coalesced: 0,
+    uncacheable: 0,
+    notStored: 0,
+    invalidations: 0,
+  };
+  private readonly flights = new Map<string, Waiter[]>();
+  private readonly catalogs: CatalogRegistry;
+
+  constructor(private readonly options: ResultCacheOptions) {
+    this.catalogs = options.catalogs;
+    this.memory = new MemoryTier({ maxBytes: options.maxBytes, maxEntryBytes: options.maxEntryBytes });
+    this.redis = options.redisUrl ? new RedisTier({ url: options.redisUrl }) : undefined;
+    this.versions = new TableVersions({
+      redisUrl: options.redisUrl,
+      onSharedStateChange: (up) => {
+        // Other instances' bumps may have been missed: nothing kept locally can be trusted.
+        if (!up) this.memory.clear();
+        logger.warn({ shared: up }, up ? 'shared cache tier back' : 'shared cache tier down');
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    await loadQueryParser();
+    await this.versions.start();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.versions.close(), this.redis?.close()]);
+    this.catalogs.close();
+  }
+
+  private get ttlMs(): number {
+    return this.options.redisUrl && !this.versions.shared ? this.options.degradedTtlMs : this.options.ttlMs;
+  }
+
+  /** False while other instances' writes may be unseen and no degraded TTL was allowed. */
+  private get mayServe(): boolean {
+    return this.ttlMs > 0;
+  }
+
+  /**
+   * Judges a statement text about to go to the server (or to be answered here). Its writes are
+   * bumped now, before it runs, so no read that starts from here on can be answered with what
+   * it replaces. `mayRead` says whether the session is in a state where a cached answer is valid
+   * (autocommit, nothing in flight).
+   */
+  judge(ctx: CacheContext, sql: string, mayRead: boolean): Verdict {
+    const analysis = this.analyzer.analyze(sql);
+    const catalog = this.catalogs.get(ctx.database);
+    const writes = this.writesOf(analysis, catalog, ctx);
+    if (writes !== undefined) {
+      this.bump(ctx.database, writes);
+      if (writes === 'schema') this.catalogs.invalidate(ctx.database);
+      return { read: undefined, writes };
+    }
+    if (!mayRead || analysis.kind !== 'select' || !this.mayServe) return NO_EFFECT;
+    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, '') : undefined;
+    if (!read) {
+      this.stats.uncacheable++;
+      return NO_EFFECT;
+    }
+    return { read, writes: undefined };
+  }
+
+  /**
+   * The plan for an extended-protocol read whose writes, if any, were already judged at Parse
+   * or Bind. `extra` holds what else shapes the reply: message types, parameter types, the
+   * Bind's parameters and result formats.
+   */
+  planRead(ctx: CacheContext, sql: string, extra: string): ReadPlan | undefined {
+    const analysis = this.analyzer.analyze(sql);
+    if (analysis.kind !== 'select' || !this.mayServe) return undefined;
+    const catalog = this.catalogs.get(ctx.database);
+    if (this.writesOf(analysis, catalog, ctx) !== undefined) return undefined;
+    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, extra) : undefined;
+    if (!read) this.stats.uncacheable++;
+    return read;
+  }
+
+  private writesOf(
+    analysis: QueryAnalysis,
+    catalog: DatabaseCatalog | undefined,
+    ctx: CacheContext,
+  ): Writes | undefined {
+    // Text PostgreSQL's own parser rejects should fail on the server too; if not, assume the worst.
+    if (!analysis.parsed || analysis.kind === 'ddl') return 'schema';
+    if (analysis.writesUnknown) {
+      const mayChangeSchema =
+        analysis.kind === 'do' ||
+        analysis.kind === 'call' ||
+        analysis.kind === 'multi' ||
+        analysis.kind === 'utility';
+      return mayChangeSchema ? 'schema' : 'all';
+    }
+    let writes: string[] | undefined;
+    if (analysis.tablesWritten.length > 0) {
+      if (!catalog) return 'all';
+      writes = [];
+      const searchPath = ctx.searchPath ?? DEFAULT_SEARCH_PATH;
+      for (const ref of analysis.tablesWritten) {
+        const key = catalog.resolve(ref, searchPath, ctx.user);
+        // Unknown, or triggers/rules that write elsewhere: assume it writes anything.
+        if (key === undefined || catalog.hasOpaqueWrites(key)) return 'all';
+        for (const k of catalog.writeKeys(key)) writes.push(k);
+      }
+    }
+    // A volatile function of the user's own may write anything; pg_catalog's volatile ones
+    // (random, nextval, clock_timestamp...) write no table.
+    for (const fn of analysis.functions) {
+      if (fn.schema === 'pg_catalog') continue;
+      if (!catalog) return 'all';
+      const searchPath = ctx.searchPath ?? DEFAULT_SEARCH_PATH;
+      const volatility = catalog.volatility(fn, searchPath, ctx.user);
+      if (volatility === undefined) return 'all';
+      // pg_catalog comes first on every search path: an unqualified builtin name is the builtin.
+      const builtin =
+        fn.schema === undefined &&
+        catalog.volatility({ schema: 'pg_catalog', name: fn.name }, searchPath, ctx.user) !== undefined;
+      if (volatility === 'volatile' && !builtin) return 'all';
+    }
+    return writes;
+  }
+
+  private readPlan(
+    analysis: QueryAnalysis,
+    catalog: DatabaseCatalog,
+    ctx: CacheContext,
+    sql: string,
+    extra: string,
+  ): ReadPlan | undefined {
+    if (!analysis.readOnly || analysis.lockingClause) return undefined;
+    const searchPath = ctx.searchPath ?? DEFAULT_SEARCH_PATH;
+    for (const fn of analysis.functions) {
+      if (catalog.volatility(fn, searchPath, ctx.user) !== 'immutable') return undefined;
+    }
+    const keys: string[] = [];
+    for (const ref of analysis.tablesRead) {
+      const key = catalog.resolve(ref, searchPath, ctx.user);
+      if (key === undefined) {
+        // Created since the catalog was read, or a typo PostgreSQL will report: look again.
+        this.catalogs.refreshSoon(ctx.database);
+        return undefined;
+      }
+      // System catalogs change without writes through Sluice; a view over now() is not immutable.
+      if (catalog.isSystem(key) || catalog.readVolatility(key) !== 'immutable') return undefined;
+      for (const k of catalog.readKeys(key)) {
+        // Row-level security policies may read other tables or settings no key can name.
+        if (catalog.isSystem(k) || catalog.relation(k)?.rowSecurity) return undefined;
+        keys.push(k);
+      }
+    }
+    const tokens = this.versions.tokens(ctx.database, keys);
+    return {
+      key: `${ctx.database}\0${ctx.user}\0${ctx.settingsKey}\0${tokens}\0${sql}\0${extra}`,
+      ttlMs: this.ttlMs,
+    };
+  }
+
+  /**
+   * A transaction that wrote has ended (committed or not): bump its tables again. With Redis,
+   * the promise settles once the bump is stored and published: the client's ReadyForQuery waits
+   * for it, so no instance can answer from before the write once the client knows it committed.
+   */
+  endTransaction(database: string, writes: Writes): Promise<void> | undefined {
+    const published = this.bump(database, writes);
+    // DDL is committed now: read the catalog afresh (a load during the transaction saw the old one).
+    if (writes === 'schema') this.catalogs.invalidate(database);
+    return this.options.redisUrl ? published : undefined;
+  }
+
+  bump(database: string, writes: Writes): Promise<void> {
+    this.stats.invalidations++;
+    return this.versions.bump(database, writes === 'schema' ? 'all' : writes);
+  }
+
+  /** The entry for a plan from the in-process tier, counted. */
+  lookup(plan: ReadPlan): Buffer | undefined {
+    const entry = this.memory.get(plan.key);
+    if (entry) this.stats.hits++;
+    return entry;
+  }
+
+  /**
+   * After an in-process miss: a promise of the entry when the shared tier or a read already in
+   * flight may supply it, or undefined when the caller should run the query itself now.
+   */
+  wait(plan: ReadPlan): Promise<Buffer | undefined> | undefined {
+    const flight = this.flights.get(plan.key);
+    if (flight) {
+      this.stats.coalesced++;
+      return new Promise((resolve) => flight.push(resolve));
+    }
+    const redis = this.redis;
+    if (!redis?.up || !this.versions.shared) return undefined;
+    return redis.get(sharedKey(plan.key)).then((entry) => {
+      if (entry) {
+        this.stats.sharedHits++;
+        this.memory.set(plan.key, entry, plan.ttlMs);
+      }
+      return entry;
+    });
+  }
+
+  /** True while some session runs this read and others may wait for it. */
+  inFlight(plan: ReadPlan): boolean {
+    return this.flights.has(plan.key);
+  }
+
+  /**
+   * The caller runs the query: identical reads arriving meanwhile wait for its response, which
+   * the returned capture stores when it ends well.
+   */
+  lead(plan: ReadPlan): ResponseCapture {
+    this.stats.misses++;
+    const waiters: Waiter[] = [];
+    const ownsFlight = !this.flights.has(plan.key);
+    if (ownsFlight) this.flights.set(plan.key, waiters);
+    return new ResponseCapture(this.options.maxEntryBytes, (entry) => {
+      if (ownsFlight) this.flights.delete(plan.key);
+      if (entry) {
+        this.stats.stores++;
+        this.memory.set(plan.key, entry, plan.ttlMs);
+        if (this.redis?.up && this.versions.shared) this.redis.set(sharedKey(plan.key), entry, plan.ttlMs);
+      } else {
+        this.stats.notStored++;
+      }
+      for (const waiter of waiters) waiter(entry);
+    });
+  }
+}
+
+/** Redis keys are digests: the raw key holds the query text and settings. */
+function sharedKey(key: string): string {
+  return `e:${createHash('sha1').update(key).digest('base64url')}`;
+}
