@@ -12,7 +12,13 @@ import { FrontendType } from '../protocol/frontend-messages.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { parseQueryEnd, parseQueryStart } from '../protocol/statement-frames.js';
-import { ClientStatements, type DeferredParse, noteSchemaChange } from './client-statements.js';
+import {
+  ClientStatements,
+  isVerification,
+  noteSchemaChange,
+  type QueuedItem,
+  type Verification,
+} from './client-statements.js';
 import { classifyQuery, mayAffectSession, SessionSettings } from './session-state.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
@@ -43,8 +49,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private syncsSinceExecute = 0;
   private clientInCopyIn = false;
   private transactionStatus = STATUS_IDLE;
-  /** Runs of client bytes waiting for a server connection. */
-  private queued: (Buffer | DeferredParse)[] = [];
+  /** Runs of client bytes waiting for a server connection, or held behind a verification. */
+  private queued: QueuedItem[] = [];
+  /**
+   * A statement re-parsed after DDL whose row type is being compared: until its verdict, what the
+   * client sends next is held in `queued` (only ever after DDL, never on the common path).
+   */
+  private holding: Verification | undefined;
+  /** DDL went through this client: the schema epoch moves again once it has committed. */
+  private ddlPending = false;
   private acquiring = false;
   private pausedForAcquire = false;
   private terminating = false;
@@ -208,7 +221,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   }
 
   /** FrameSink: a frame Sluice wrote in place of (or ahead of) the client's current one. */
-  emit(frame: Buffer | DeferredParse): void {
+  emit(frame: QueuedItem): void {
     if (!this.frameFlushed && this.frameBuf) {
       this.frameFlushed = true;
       this.forwardRun(this.frameBuf, this.frameStart);
@@ -226,12 +239,19 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.send(run);
   }
 
-  private send(run: Buffer | DeferredParse): void {
+  private send(run: QueuedItem): void {
     if (this.closed) return;
     const server = this.server;
     if (server) {
-      // A DeferredParse only exists while no server is assigned.
-      if (!server.write(run as Buffer)) this.waitForServerDrain(server);
+      if (this.holding === undefined) {
+        if (isVerification(run)) this.holding = run;
+        // A DeferredParse only exists while no server is assigned.
+        else if (!server.write(run as Buffer)) this.waitForServerDrain(server);
+        return;
+      }
+      this.queued.push(run);
+      // A verdict may have been waiting to see what follows a held Bind.
+      if (this.holding.result !== undefined) this.resolveHold();
       return;
     }
     this.queued.push(run);
@@ -247,6 +267,36 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.socket.pause();
       }
     }
+  }
+
+  /** Writes queued items in order, stopping at a verification barrier (which then holds). */
+  private writeQueued(server: ServerConnection): boolean {
+    const queued = this.queued;
+    let flowing = true;
+    let i = 0;
+    for (; i < queued.length; i++) {
+      const item = queued[i]!;
+      if (isVerification(item)) {
+        this.holding = item;
+        i++;
+        break;
+      }
+      flowing = server.write(Buffer.isBuffer(item) ? item : this.statements.resolveQueued(server, item));
+    }
+    queued.splice(0, i);
+    // A barrier whose verdict came early (its messages skipped after an error) lifts at once.
+    if (this.holding?.result !== undefined) this.resolveHold();
+    return flowing;
+  }
+
+  /** The held verification's verdict is in: rewrite the held uses, then let the queue flow. */
+  private resolveHold(): void {
+    const v = this.holding;
+    const server = this.server;
+    if (!v || !server || this.closed) return;
+    if (!this.statements.resolveVerification(v, this.queued, server)) return;
+    this.holding = undefined;
+    if (!this.writeQueued(server)) this.waitForServerDrain(server);
   }
 
   private waitForServerDrain(server: ServerConnection): void {
@@ -274,12 +324,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const queued = this.queued;
     // Before the client's own bytes: its settings (when the server runs someone else's) and the
     // statements its queued messages use that this server lacks.
-    const ahead = this.statements.prepareServer(server);
+    const ahead = this.statements.prepareServer(server, queued);
     const replaySettings = server.settingsSignature !== this.settings.signature;
     let flowing = true;
     const first = queued[0];
     if (queued.length === 1 && ahead.length === 0 && !replaySettings && Buffer.isBuffer(first)) {
       flowing = server.write(first);
+      queued.length = 0;
     } else {
       server.socket.cork();
       if (replaySettings) {
@@ -287,12 +338,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         server.settingsSignature = this.settings.signature;
       }
       for (const frame of ahead) server.write(frame);
-      for (const run of queued) {
-        flowing = server.write(Buffer.isBuffer(run) ? run : this.statements.resolveQueued(server, run));
-      }
+      flowing = this.writeQueued(server);
       server.socket.uncork();
     }
-    queued.length = 0;
     if (!flowing) this.waitForServerDrain(server);
     else if (this.pausedForAcquire) this.socket.resume();
     this.pausedForAcquire = false;
@@ -335,6 +383,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (this.awaitingReady > 0) this.awaitingReady--;
     this.transactionStatus = status;
     this.statements.onReadyForQuery();
+    if (this.ddlPending && status === STATUS_IDLE) {
+      // Statements parsed (or checked) while the DDL was uncommitted saw the old schema.
+      this.ddlPending = false;
+      noteSchemaChange();
+    }
     if (status === STATUS_IDLE && this.settings.hasPending) this.commitSettings();
     // A terminating client lets go once its last reply is in; release() judges cleanliness.
     if (this.terminating) return this.awaitingReady === 0;
@@ -391,11 +444,23 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     // An error ends COPY IN on the server side; later Syncs count again.
     this.clientInCopyIn = false;
     this.settings.noteFailure();
-    return this.statements.onError(this.server, fields.C);
+    const { replacement, aborted } = this.statements.onError(this.server, fields.C);
+    // The held verification's messages were skipped: the barrier lifts after this frame.
+    if (aborted !== undefined && aborted === this.holding) queueMicrotask(() => this.resolveHold());
+    return replacement;
   }
 
   onParseOrCloseComplete(): boolean | Buffer {
     return this.statements.onParseOrCloseComplete();
+  }
+
+  onParameterDescription(): boolean {
+    return this.statements.onParameterDescription();
+  }
+
+  onStatementDescription(buf: Buffer, start: number, end: number): void {
+    const v = this.statements.onStatementDescription(buf, start, end);
+    if (v !== undefined && v === this.holding) this.resolveHold();
   }
 
   // ---- LISTEN / NOTIFY ------------------------------------------------------------------------
@@ -494,6 +559,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           break;
         case 'ddl':
           noteSchemaChange();
+          this.ddlPending = true;
           break;
         case 'listen':
           // Inside a transaction or an extended-protocol batch: the client's server listens.
