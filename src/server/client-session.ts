@@ -11,10 +11,18 @@ import { type FrameHandler, FrameReader, inspectTable } from '../protocol/frame-
 import { FrontendType } from '../protocol/frontend-messages.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
-import { parseQueryEnd, parseQueryStart } from '../protocol/statement-frames.js';
+import {
+  parseQueryEnd,
+  parseQueryStart,
+  peekBindStatement,
+  peekParseName,
+  peekTarget,
+  STATEMENT,
+} from '../protocol/statement-frames.js';
 import {
   ClientStatements,
   isVerification,
+  type ListenEffect,
   noteSchemaChange,
   type QueuedItem,
   type Verification,
@@ -28,6 +36,36 @@ const STATUS_IDLE = 0x49; // 'I'
 // Whole frames are needed for what may be rewritten (Parse, Bind, Describe, Close), read for
 // session state (Query) or intercepted (Terminate); everything else only needs its header.
 const CLIENT_INSPECT = inspectTable('XPBDCQ');
+
+// Sluice's own answers inside an extended-protocol LISTEN batch, as PostgreSQL words them.
+const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+const BIND_COMPLETE = Buffer.from([0x32, 0, 0, 0, 4]);
+const NO_PARAMETERS = Buffer.from([0x74, 0, 0, 0, 6, 0, 0]); // ParameterDescription, 0 types
+const NO_DATA = Buffer.from([0x6e, 0, 0, 0, 4]);
+
+/** An extended-protocol LISTEN/UNLISTEN batch answered by the listen hub (see hubFrame). */
+interface HubBatch {
+  effect: ListenEffect;
+  /** The client's statement name ('' for the unnamed statement). */
+  name: string;
+  /** A copy of an unnamed Parse, for handing the batch on to a server. */
+  unnamedParse: Buffer | undefined;
+  /** Sluice's replies not yet written (a Flush or the Sync sends them). */
+  replies: Buffer[];
+  /** Copies of the Bind and of the Describe portal / Execute after it. */
+  bind: Buffer | undefined;
+  afterBind: Buffer[];
+  executed: boolean;
+}
+
+/** A statement that is exactly one LISTEN or UNLISTEN. */
+function loneListen(sql: string): ListenEffect | undefined {
+  const effects = classifyQuery(sql);
+  const effect = effects[0];
+  if (effects.length !== 1 || !effect || (effect.kind !== 'listen' && effect.kind !== 'unlisten'))
+    return undefined;
+  return effect;
+}
 
 /** Sessions pinned to their server because their state cannot be moved, since start. */
 export const pinningStats = { pinned: 0 };
@@ -66,6 +104,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private frameBuf: Buffer | undefined;
   /** The LISTEN/UNLISTEN being answered by the pool's listen hub, if any. */
   private hubCommand: string | undefined;
+  /** An extended-protocol LISTEN/UNLISTEN batch Sluice is answering itself, until its Sync. */
+  private hubBatch: HubBatch | undefined;
   private usedHub = false;
   private pendingNotifications: Buffer[] = [];
   private frameStart = 0;
@@ -126,6 +166,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   };
 
   onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    // One field test per frame; set only between a lone LISTEN's Parse (or Bind) and its Sync.
+    if (this.hubBatch !== undefined && this.hubFrame(type, buf, start, end)) return;
     switch (type) {
       case FrontendType.Query:
         this.awaitingReady++;
@@ -155,21 +197,24 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.unsynced = true;
         return;
       case FrontendType.Parse: {
-        this.unsynced = true;
         // Bytes first: the common statement is never decoded here.
         const queryStart = parseQueryStart(buf, start, end);
         const queryEnd = queryStart < 0 ? -1 : parseQueryEnd(buf, queryStart, end);
         if (queryEnd >= 0 && mayAffectSession(buf, queryStart, queryEnd)) {
-          this.noteSessionEffect(buf.toString('utf8', queryStart, queryEnd));
+          const sql = buf.toString('utf8', queryStart, queryEnd);
+          if (this.tryHubParse(sql, buf, start, end, queryEnd)) return;
+          this.noteSessionEffect(sql);
         }
+        this.unsynced = true;
         this.beginFrame(buf, start);
         if (this.statements.onParse(buf, start, end, this)) this.runStart = end;
         return;
       }
       case FrontendType.Bind:
-        this.unsynced = true;
         this.beginFrame(buf, start);
+        // unsynced afterwards: a Bind starting a batch may be a LISTEN the hub answers.
         if (this.statements.onBind(buf, start, end, this)) this.runStart = end;
+        this.unsynced = true;
         return;
       case FrontendType.Describe:
         this.unsynced = true;
@@ -471,25 +516,32 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
    * statement go to a server as usual.
    */
   private tryListenHub(sql: string, buf: Buffer, start: number, end: number): boolean {
-    const effects = classifyQuery(sql);
-    const effect = effects[0];
-    if (effects.length !== 1 || !effect || (effect.kind !== 'listen' && effect.kind !== 'unlisten'))
-      return false;
-    if (
-      this.mode !== 'transaction' ||
-      this.pinnedReason !== undefined ||
-      this.server !== null ||
-      this.acquiring ||
-      this.hubCommand !== undefined ||
-      this.awaitingReady !== 1 ||
-      this.unsynced ||
-      this.transactionStatus !== STATUS_IDLE ||
-      this.queued.length > 0
-    ) {
-      return false;
-    }
+    const effect = loneListen(sql);
+    // The Query itself is already counted in awaitingReady.
+    if (!effect || !this.canUseHub(1)) return false;
     this.forwardRun(buf, start);
     this.runStart = end;
+    this.runHubCommand(effect, []);
+    return true;
+  }
+
+  /** Between transactions with nothing in flight or queued: the hub may answer for a server. */
+  private canUseHub(awaiting: number): boolean {
+    return (
+      this.mode === 'transaction' &&
+      this.pinnedReason === undefined &&
+      this.server === null &&
+      !this.acquiring &&
+      this.hubCommand === undefined &&
+      this.hubBatch === undefined &&
+      this.awaitingReady === awaiting &&
+      this.transactionStatus === STATUS_IDLE &&
+      this.queued.length === 0 &&
+      !this.clientInCopyIn
+    );
+  }
+
+  private runHubCommand(effect: ListenEffect, replies: Buffer[]): void {
     const hub = this.pool.listenHub;
     this.usedHub = true;
     let done: Promise<void>;
@@ -503,13 +555,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       done = Promise.resolve();
     }
     done.then(
-      () => this.finishHubCommand(undefined),
-      (err: Error) => this.finishHubCommand(err),
+      () => this.finishHubCommand(undefined, replies),
+      (err: Error) => this.finishHubCommand(err, replies),
     );
-    return true;
   }
 
-  private finishHubCommand(err: Error | undefined): void {
+  private finishHubCommand(err: Error | undefined, replies: Buffer[]): void {
     const tag = this.hubCommand ?? 'LISTEN';
     this.hubCommand = undefined;
     if (this.closed) return;
@@ -522,8 +573,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           message: `${tag} failed: ${err.message}`,
         })
       : createCommandComplete(tag);
-    this.socket.write(Buffer.concat([reply, READY_FOR_QUERY.I, ...this.pendingNotifications.splice(0)]));
-    if (this.queued.length > 0 && !this.acquiring) {
+    this.socket.write(
+      Buffer.concat([...replies, reply, READY_FOR_QUERY.I, ...this.pendingNotifications.splice(0)]),
+    );
+    this.acquireForQueued();
+  }
+
+  private acquireForQueued(): void {
+    if (this.queued.length > 0 && !this.acquiring && !this.closed) {
       this.acquiring = true;
       this.pool.acquire(this);
       if (this.acquiring) {
@@ -533,10 +590,166 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     }
   }
 
+  // An extended-protocol LISTEN (asyncpg's add_listener: Parse + Describe statement + Flush, then
+  // Bind + Execute + Sync) is answered like the simple-query one, message by message with the
+  // replies PostgreSQL would give, as long as the batch holds nothing else. Anything else in the
+  // batch hands the messages seen so far to a server, as they would have gone, and pins.
+
+  private tryHubParse(sql: string, buf: Buffer, start: number, end: number, queryEnd: number): boolean {
+    const effect = loneListen(sql);
+    // No declared parameter types (a LISTEN takes none): then ParameterDescription is empty.
+    if (!effect || queryEnd + 3 > end || buf.readInt16BE(queryEnd + 1) !== 0) return false;
+    if (this.unsynced || !this.canUseHub(0)) return false;
+    const name = peekParseName(buf, start, end);
+    if (name === undefined) return false;
+    if (name !== '') {
+      if (this.statements.get(name)) return false;
+      const statement = this.statements.define(name, buf, start, end);
+      if (!statement) return false;
+      statement.hubEffect = effect;
+    }
+    const b = this.startHubBatch(effect, name, buf, start);
+    this.runStart = end;
+    if (name === '') b.unnamedParse = Buffer.from(buf.subarray(start, end));
+    b.replies.push(PARSE_COMPLETE);
+    return true;
+  }
+
+  /** FrameSink: a Bind of a statement defined by an earlier hub batch; true when answered. */
+  onListenStatementBind(
+    effect: ListenEffect,
+    name: string,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): boolean {
+    if (this.unsynced || !this.canUseHub(0)) {
+      // On a server like any statement: the client's server now listens.
+      this.pin('LISTEN inside a transaction or batch');
+      return false;
+    }
+    this.startHubBatch(effect, name, buf, start);
+    return this.hubFrame(FrontendType.Bind, buf, start, end);
+  }
+
+  private startHubBatch(effect: ListenEffect, name: string, buf: Buffer, start: number): HubBatch {
+    this.forwardRun(buf, start);
+    this.unsynced = true;
+    this.hubBatch = {
+      effect,
+      name,
+      unnamedParse: undefined,
+      replies: [],
+      bind: undefined,
+      afterBind: [],
+      executed: false,
+    };
+    return this.hubBatch;
+  }
+
+  /** A frame inside a hub batch: true when Sluice answers it, false after handing the batch on. */
+  private hubFrame(type: number, buf: Buffer, start: number, end: number): boolean {
+    const b = this.hubBatch!;
+    let ok = false;
+    switch (type) {
+      case FrontendType.Describe: {
+        const target = peekTarget(buf, start, end);
+        if (!target) break;
+        if (!b.bind && target.kind === STATEMENT && target.name === b.name) {
+          b.replies.push(NO_PARAMETERS, NO_DATA);
+          ok = true;
+        } else if (b.bind && !b.executed && target.kind !== STATEMENT && target.name === '') {
+          b.replies.push(NO_DATA);
+          b.afterBind.push(Buffer.from(buf.subarray(start, end)));
+          ok = true;
+        }
+        break;
+      }
+      case FrontendType.Flush:
+        if (b.bind) break;
+        if (b.replies.length > 0) this.socket.write(Buffer.concat(b.replies));
+        b.replies = [];
+        ok = true;
+        break;
+      case FrontendType.Bind: {
+        if (b.bind) break;
+        const target = peekBindStatement(buf, start, end);
+        // Unnamed portal, the batch's statement, no parameters.
+        if (!target || buf[start + 5] !== 0 || target.name !== b.name) break;
+        // Parameter format codes (asyncpg sends one), then the parameter count, which must be 0.
+        const counted = target.nameEnd + 2 + 2 * buf.readInt16BE(target.nameEnd);
+        if (counted + 2 > end || buf.readInt16BE(counted) !== 0) break;
+        b.bind = Buffer.from(buf.subarray(start, end));
+        b.replies.push(BIND_COMPLETE);
+        ok = true;
+        break;
+      }
+      case FrontendType.Execute:
+        // (Execute is not an inspected frame: one split between chunks is handed on.)
+        if (!b.bind || b.executed || end > buf.length || buf[start + 5] !== 0) break;
+        b.executed = true;
+        b.afterBind.push(Buffer.from(buf.subarray(start, end)));
+        ok = true;
+        break;
+      case FrontendType.Sync: {
+        this.forwardRun(buf, start);
+        this.runStart = end;
+        this.hubBatch = undefined;
+        this.unsynced = false;
+        this.awaitingReady++;
+        this.statements.expectReady();
+        if (b.executed) {
+          this.runHubCommand(b.effect, b.replies);
+        } else {
+          this.awaitingReady--;
+          this.statements.onReadyForQuery();
+          this.socket.write(Buffer.concat([...b.replies, READY_FOR_QUERY.I]));
+        }
+        return true;
+      }
+    }
+    if (ok) {
+      this.forwardRun(buf, start);
+      this.runStart = end;
+      return true;
+    }
+    this.handHubBatchOn(b);
+    return false;
+  }
+
+  /**
+   * Something else joined the batch: what Sluice answered so far (Parse, Describe statement) stays
+   * answered; the statement is prepared on the server the batch gets (its replies dropped), and
+   * the Bind and what followed it go there as the client sent them. The LISTEN then runs on
+   * that server, which pins the client.
+   */
+  private handHubBatchOn(b: HubBatch): void {
+    this.hubBatch = undefined;
+    const unanswered = b.bind ? b.replies.slice(0, b.replies.indexOf(BIND_COMPLETE)) : b.replies;
+    if (unanswered.length > 0) this.socket.write(Buffer.concat(unanswered));
+    this.pin('LISTEN inside a transaction or batch');
+    // Whatever precedes the current frame was consumed; emit() must not flush it again.
+    this.frameFlushed = true;
+    if (b.unnamedParse) {
+      this.statements.expectDroppedParse();
+      this.send(b.unnamedParse);
+    }
+    if (b.bind) {
+      if (!this.statements.onBind(b.bind, 0, b.bind.length, this, false)) this.send(b.bind);
+      for (const frame of b.afterBind) this.send(frame);
+    }
+  }
+
   /** NotificationListener: delivered between transactions, as PostgreSQL does. */
   deliverNotification(frame: Buffer): void {
     if (this.closed) return;
-    if (this.server === null && !this.acquiring && this.hubCommand === undefined) this.socket.write(frame);
+    if (
+      this.server === null &&
+      !this.acquiring &&
+      this.hubCommand === undefined &&
+      this.hubBatch === undefined
+    )
+      this.socket.write(frame);
     else this.pendingNotifications.push(frame);
   }
 

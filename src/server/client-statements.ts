@@ -37,6 +37,13 @@ export interface PreparedStatement {
   broken: boolean;
   /** A re-parse whose description is awaited before any use of it goes to the server. */
   verifying: Verification | undefined;
+  /** A LISTEN/UNLISTEN the listen hub answered: its Binds may be answered there too. */
+  hubEffect?: ListenEffect;
+}
+
+export interface ListenEffect {
+  kind: 'listen' | 'unlisten';
+  channel: string;
 }
 
 /**
@@ -99,6 +106,8 @@ export function isVerification(item: QueuedItem): item is Verification {
 export interface FrameSink {
   emit(frame: QueuedItem): void;
   readonly server: ServerConnection | null;
+  /** A Bind of a statement the listen hub answered before: true when the hub answers it again. */
+  onListenStatementBind(effect: ListenEffect, name: string, buf: Buffer, start: number, end: number): boolean;
 }
 
 /** Plan-cache counters: a hit is a Parse/Bind/Describe on a server that already had the statement. */
@@ -211,6 +220,11 @@ export class ClientStatements {
     return statement;
   }
 
+  /** A client's unnamed Parse Sluice answered itself goes to a server after all: drop its reply. */
+  expectDroppedParse(): void {
+    this.expected.push({ parse: '', drop: true, clientName: undefined });
+  }
+
   get(name: string): PreparedStatement | undefined {
     return this.statements.get(name);
   }
@@ -260,12 +274,19 @@ export class ClientStatements {
   }
 
   /** Handles a Bind; returns false when the frame goes out unchanged. */
-  onBind(buf: Buffer, start: number, end: number, sink: FrameSink): boolean {
+  onBind(buf: Buffer, start: number, end: number, sink: FrameSink, hub = true): boolean {
     const target = peekBindStatement(buf, start, end);
     if (!target || target.name === '') return false;
     const statement = this.statements.get(target.name);
     // Unknown names go through as they are: PostgreSQL answers 26000 in its own words.
     if (!statement) return false;
+    if (
+      statement.hubEffect !== undefined &&
+      hub &&
+      sink.onListenStatementBind(statement.hubEffect, target.name, buf, start, end)
+    ) {
+      return true;
+    }
     this.use(
       statement,
       renameBind(buf, start, end, target.nameStart, target.nameEnd, statement.serverName),

@@ -137,10 +137,9 @@ describe(`asyncpg ${DIRECT ? 'directly against PostgreSQL' : 'through a transact
     TEST_MS,
   );
 
-  // KNOWN GAP (issue 4, item 6): asyncpg sends LISTEN through the extended protocol; Sluice's
-  // listen hub answers only simple-query LISTEN, so this client is pinned instead (notifications
-  // do arrive). Expected to fail through Sluice until the hub handles extended-protocol LISTEN.
-  (DIRECT ? it : it.fails)(
+  // asyncpg sends LISTEN through the extended protocol (Parse, Describe, Flush, then Bind, Execute,
+  // Sync): the pool's listen hub answers it message by message, so the listener is not pinned.
+  it(
     'delivers NOTIFY to an add_listener callback without pinning the listener, and stops after remove_listener',
     async () => {
       interface Round {
