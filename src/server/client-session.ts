@@ -289,9 +289,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const server = this.server;
     if (server) {
       if (this.holding === undefined) {
-        if (isVerification(run)) this.holding = run;
-        // A DeferredParse only exists while no server is assigned.
-        else if (!server.write(run as Buffer)) this.waitForServerDrain(server);
+        if (Buffer.isBuffer(run)) {
+          if (!server.write(run)) this.waitForServerDrain(server);
+        } else if (isVerification(run)) {
+          this.holding = run;
+        } else {
+          // A Parse deferred for want of a server, whose emit() flushed the run before it and so
+          // got a server at once (the pool had one free).
+          server.write(this.statements.resolveQueued(server, run));
+        }
         return;
       }
       this.queued.push(run);
