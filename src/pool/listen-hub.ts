@@ -115,6 +115,12 @@ export class ListenHub implements ServerOwner, FrameHandler {
     return false;
   }
 
+  onParameterDescription(): boolean {
+    return false;
+  }
+
+  onStatementDescription(): void {}
+
   onServerError(_fatal: boolean, fields: Readonly<Record<string, string>>): undefined {
     this.failure = new Error(`LISTEN hub query failed: ${fields.M ?? 'unknown error'}`);
     return undefined;

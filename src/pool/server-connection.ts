@@ -49,6 +49,13 @@ export interface ServerOwner {
    * injected), a frame replaces it, false forwards it.
    */
   onParseOrCloseComplete(): boolean | Buffer;
+  /**
+   * A ParameterDescription (only ever the first reply to Describe statement) arrived: true drops
+   * it and hands the RowDescription or NoData that follows to onStatementDescription, dropped too.
+   */
+  onParameterDescription(): boolean;
+  /** The whole RowDescription or NoData answering a Describe statement Sluice sent itself. */
+  onStatementDescription(buf: Buffer, start: number, end: number): void;
   /** An ErrorResponse arrived; a returned frame replaces it (errors Sluice words itself). */
   onServerError(fatal: boolean, fields: Readonly<Record<string, string>>): Buffer | undefined;
   onServerParameterStatus(name: string, value: string): void;
@@ -85,6 +92,9 @@ const HANDSHAKE_INSPECT = inspectTable('RSKZEvN');
 // was mixed into it; notifications are rare on pooled servers.
 const FORWARD_INSPECT = inspectTable('ZSEG13A');
 const NOTIFICATION_RESPONSE = 0x41; // 'A'
+// While a statement description is being captured its RowDescription/NoData must arrive whole.
+// Only then: RowDescription answers every query, and most need no more than their header read.
+const DESCRIBE_INSPECT = inspectTable('ZSEG13TnA');
 const PARSE_COMPLETE = 0x31; // '1'
 const CLOSE_COMPLETE = 0x33; // '3'
 /** Server-side prepared statements kept per connection before the least recently used is closed. */
@@ -107,9 +117,13 @@ export class ServerConnection implements FrameHandler {
 
   /** SET statements this connection runs with, as a signature clients compare against their own. */
   settingsSignature = '';
-  /** Server-side statement names prepared here, least recently used first. */
-  private readonly preparedStatements = new Map<string, true>();
-  private readonly staleStatements = new Set<string>();
+  /**
+   * Server-side statement names prepared here, least recently used first, each with the schema
+   * epoch in which it was parsed (or last checked): a copy from an older epoch may be stale.
+   */
+  private readonly preparedStatements = new Map<string, number>();
+  /** The next RowDescription/NoData answers a Describe statement Sluice sent: capture it. */
+  private capturingDescription = false;
   /** Injected simple queries whose replies, up to their ReadyForQuery, clients must not see. */
   private swallowing = 0;
   private owner: ServerOwner | null = null;
@@ -179,17 +193,19 @@ export class ServerConnection implements FrameHandler {
     this.socket.write(query);
   }
 
-  /** True if the statement is prepared here (and marks it recently used). */
-  hasStatement(name: string): boolean {
-    if (!this.preparedStatements.delete(name)) return false;
-    this.preparedStatements.set(name, true);
-    return true;
+  /** The schema epoch of this server's copy of a statement, or -1 (and marks it recently used). */
+  statementEpoch(name: string): number {
+    const epoch = this.preparedStatements.get(name);
+    if (epoch === undefined) return -1;
+    this.preparedStatements.delete(name);
+    this.preparedStatements.set(name, epoch);
+    return epoch;
   }
 
   /** Records a statement as prepared; returns one to close when the cache is full. */
-  addStatement(name: string): string | undefined {
+  addStatement(name: string, epoch: number): string | undefined {
     this.preparedStatements.delete(name);
-    this.preparedStatements.set(name, true);
+    this.preparedStatements.set(name, epoch);
     if (this.preparedStatements.size <= MAX_PREPARED_STATEMENTS) return undefined;
     const oldest = this.preparedStatements.keys().next().value as string;
     this.preparedStatements.delete(oldest);
@@ -200,20 +216,9 @@ export class ServerConnection implements FrameHandler {
     this.preparedStatements.delete(name);
   }
 
-  /** The statement's plan no longer matches the schema: close it before it is parsed again. */
-  markStale(name: string): void {
-    if (this.preparedStatements.delete(name)) this.staleStatements.add(name);
-  }
-
-  /** True (once) when `name` must be closed before it is parsed again. */
-  takeStale(name: string): boolean {
-    return this.staleStatements.delete(name);
-  }
-
   /** After DISCARD ALL / DEALLOCATE ALL nothing is prepared any more. */
   forgetAllStatements(): void {
     this.preparedStatements.clear();
-    this.staleStatements.clear();
   }
 
   /** Forwards what precedes a frame, then replaces the frame (or drops it). */
@@ -275,6 +280,8 @@ export class ServerConnection implements FrameHandler {
           failed = new Error(`"${sql}" asked for COPY data`);
         },
         onParseOrCloseComplete: () => false,
+        onParameterDescription: () => false,
+        onStatementDescription: () => {},
         onServerError: (_fatal, fields) => {
           failed = new InternalQueryError(fields);
           return undefined;
@@ -359,6 +366,24 @@ export class ServerConnection implements FrameHandler {
       case BackendType.CopyInResponse:
         this.abortCapture();
         this.owner?.onCopyInResponse();
+        return;
+      case BackendType.ParameterDescription:
+        if (this.owner?.onParameterDescription()) {
+          this.cut(buf, start, end);
+          this.capturingDescription = true;
+          this.reader.setInspectTable(DESCRIBE_INSPECT);
+        }
+        return;
+      case BackendType.RowDescription:
+      case BackendType.NoData:
+        // One boolean test per RowDescription; the capture itself only follows a Describe
+        // statement that Sluice sent (a client's Parse, a re-parse after DDL).
+        if (this.capturingDescription) {
+          this.capturingDescription = false;
+          this.reader.setInspectTable(FORWARD_INSPECT);
+          this.cut(buf, start, end);
+          this.owner?.onStatementDescription(buf, start, end);
+        }
         return;
     }
   }

@@ -17,9 +17,12 @@ export const BackendType = {
   NegotiateProtocolVersion: 0x76, // 'v'
   NoticeResponse: 0x4e, // 'N'
   NotificationResponse: 0x41, // 'A'
+  NoData: 0x6e, // 'n'
+  ParameterDescription: 0x74, // 't'
   ParameterStatus: 0x53, // 'S'
   ParseComplete: 0x31, // '1'
   ReadyForQuery: 0x5a, // 'Z'
+  RowDescription: 0x54, // 'T'
 } as const;
 
 export const AuthCode = {
@@ -100,6 +103,9 @@ export interface ErrorFields {
   message: string;
   detail?: string | undefined;
   hint?: string | undefined;
+  /** Source file and routine, as PostgreSQL reports them (drivers such as asyncpg key on routine). */
+  file?: string | undefined;
+  routine?: string | undefined;
 }
 
 /** ErrorResponse and NoticeResponse share one layout of (field code, cstring) pairs. */
@@ -112,6 +118,8 @@ function createFieldsMessage(type: number, fields: ErrorFields): Buffer {
   ];
   if (fields.detail) pairs.push(['D', fields.detail]);
   if (fields.hint) pairs.push(['H', fields.hint]);
+  if (fields.file) pairs.push(['F', fields.file]);
+  if (fields.routine) pairs.push(['R', fields.routine]);
   let size = 1;
   for (const [, v] of pairs) size += 1 + cstringLength(v);
   const { buf, pos: start } = frame(type, size);

@@ -40,9 +40,14 @@ export class FrameReader {
   private broken = false;
 
   constructor(
-    private readonly inspected: InspectTable,
+    private inspected: InspectTable,
     private readonly maxMessageBytes: number,
   ) {}
+
+  /** Changes which frames must arrive whole, from the next frame on (also within this chunk). */
+  setInspectTable(table: InspectTable): void {
+    this.inspected = table;
+  }
 
   /** True when bytes are held back, so a caller can tell a clean message boundary. */
   get isMidFrame(): boolean {

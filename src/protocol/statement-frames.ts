@@ -116,3 +116,37 @@ export function createParse(name: string, query: string): Buffer {
 export function createCloseStatement(name: string): Buffer {
   return frameWith(FrontendType.Close, [Buffer.from([STATEMENT]), cstring(name)]);
 }
+
+export const FLUSH = Buffer.from([FrontendType.Flush, 0, 0, 0, 4]);
+
+/** The kind byte of a Describe frame ('S' statement, 'P' portal); -1 if `buf` is not a Describe. */
+export function peekDescribeKind(buf: Buffer): number {
+  return buf.length > 5 && buf[0] === FrontendType.Describe ? buf[5]! : -1;
+}
+
+/**
+ * Whether two statement descriptions (each a whole RowDescription or NoData frame) have the same
+ * result row type as PostgreSQL judges it for "cached plan must not change result type": the same
+ * number of columns with the same type OIDs and type modifiers. Names may differ (PostgreSQL 16+
+ * does not re-check them either).
+ * https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-ROWDESCRIPTION
+ */
+export function sameRowType(a: Buffer, b: Buffer): boolean {
+  if (a[0] !== b[0]) return false;
+  if (a[0] !== 0x54) return true; // both NoData
+  const count = a.readInt16BE(5);
+  if (count !== b.readInt16BE(5)) return false;
+  let pa = 7;
+  let pb = 7;
+  for (let i = 0; i < count; i++) {
+    pa = a.indexOf(0, pa) + 1;
+    pb = b.indexOf(0, pb) + 1;
+    if (pa === 0 || pb === 0 || pa + 18 > a.length || pb + 18 > b.length) return false;
+    // tableOid int32, column int16, then type OID int32 and (after typlen int16) typmod int32.
+    if (a.readInt32BE(pa + 6) !== b.readInt32BE(pb + 6)) return false;
+    if (a.readInt32BE(pa + 12) !== b.readInt32BE(pb + 12)) return false;
+    pa += 18;
+    pb += 18;
+  }
+  return true;
+}

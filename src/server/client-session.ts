@@ -18,8 +18,17 @@ import {
   parseQueryStart,
   peekBindStatement,
   peekParseName,
+  peekTarget,
+  STATEMENT,
 } from '../protocol/statement-frames.js';
-import { ClientStatements, type DeferredParse, noteSchemaChange } from './client-statements.js';
+import {
+  ClientStatements,
+  isVerification,
+  type ListenEffect,
+  noteSchemaChange,
+  type QueuedItem,
+  type Verification,
+} from './client-statements.js';
 import { classifyQuery, mayAffectSession, SessionSettings } from './session-state.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
@@ -30,7 +39,7 @@ export type PoolMode = 'session' | 'transaction' | 'statement';
  */
 interface CandidateBatch {
   /** Runs and rewritten frames of the batch, in order, not yet sent. */
-  diverted: (Buffer | DeferredParse)[];
+  diverted: QueuedItem[];
   sql: string | undefined;
   paramTypes: string;
   bindTail: string | undefined;
@@ -47,6 +56,36 @@ const STATUS_IDLE = 0x49; // 'I'
 // Whole frames are needed for what may be rewritten (Parse, Bind, Describe, Close), read for
 // session state (Query) or intercepted (Terminate); everything else only needs its header.
 const CLIENT_INSPECT = inspectTable('XPBDCQ');
+
+// Sluice's own answers inside an extended-protocol LISTEN batch, as PostgreSQL words them.
+const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+const BIND_COMPLETE = Buffer.from([0x32, 0, 0, 0, 4]);
+const NO_PARAMETERS = Buffer.from([0x74, 0, 0, 0, 6, 0, 0]); // ParameterDescription, 0 types
+const NO_DATA = Buffer.from([0x6e, 0, 0, 0, 4]);
+
+/** An extended-protocol LISTEN/UNLISTEN batch answered by the listen hub (see hubFrame). */
+interface HubBatch {
+  effect: ListenEffect;
+  /** The client's statement name ('' for the unnamed statement). */
+  name: string;
+  /** A copy of an unnamed Parse, for handing the batch on to a server. */
+  unnamedParse: Buffer | undefined;
+  /** Sluice's replies not yet written (a Flush or the Sync sends them). */
+  replies: Buffer[];
+  /** Copies of the Bind and of the Describe portal / Execute after it. */
+  bind: Buffer | undefined;
+  afterBind: Buffer[];
+  executed: boolean;
+}
+
+/** A statement that is exactly one LISTEN or UNLISTEN. */
+function loneListen(sql: string): ListenEffect | undefined {
+  const effects = classifyQuery(sql);
+  const effect = effects[0];
+  if (effects.length !== 1 || !effect || (effect.kind !== 'listen' && effect.kind !== 'unlisten'))
+    return undefined;
+  return effect;
+}
 
 /** Sessions pinned to their server because their state cannot be moved, since start. */
 export const pinningStats = { pinned: 0 };
@@ -68,8 +107,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private syncsSinceExecute = 0;
   private clientInCopyIn = false;
   private transactionStatus = STATUS_IDLE;
-  /** Runs of client bytes waiting for a server connection. */
-  private queued: (Buffer | DeferredParse)[] = [];
+  /** Runs of client bytes waiting for a server connection, or held behind a verification. */
+  private queued: QueuedItem[] = [];
+  /**
+   * A statement re-parsed after DDL whose row type is being compared: until its verdict, what the
+   * client sends next is held in `queued` (only ever after DDL, never on the common path).
+   */
+  private holding: Verification | undefined;
+  /** DDL went through this client: the schema epoch moves again once it has committed. */
+  private ddlPending = false;
   private acquiring = false;
   private pausedForAcquire = false;
   private terminating = false;
@@ -78,6 +124,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private frameBuf: Buffer | undefined;
   /** The LISTEN/UNLISTEN being answered by the pool's listen hub, if any. */
   private hubCommand: string | undefined;
+  /** An extended-protocol LISTEN/UNLISTEN batch Sluice is answering itself, until its Sync. */
+  private hubBatch: HubBatch | undefined;
   private usedHub = false;
   private pendingNotifications: Buffer[] = [];
   private frameStart = 0;
@@ -155,6 +203,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   };
 
   onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    // One field test per frame; set only between a lone LISTEN's Parse (or Bind) and its Sync.
+    if (this.hubBatch !== undefined && this.hubFrame(type, buf, start, end)) return;
     if (
       this.cache !== undefined &&
       (this.batch !== null || type === FrontendType.Parse || type === FrontendType.Bind)
@@ -191,13 +241,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.unsynced = true;
         return;
       case FrontendType.Parse: {
-        this.unsynced = true;
         // Bytes first: the common statement is never decoded here.
         const queryStart = parseQueryStart(buf, start, end);
         const queryEnd = queryStart < 0 ? -1 : parseQueryEnd(buf, queryStart, end);
         if (queryEnd >= 0 && mayAffectSession(buf, queryStart, queryEnd)) {
-          this.noteSessionEffect(buf.toString('utf8', queryStart, queryEnd));
+          const sql = buf.toString('utf8', queryStart, queryEnd);
+          if (this.tryHubParse(sql, buf, start, end, queryEnd)) return;
+          this.noteSessionEffect(sql);
         }
+        this.unsynced = true;
         if (this.cache !== undefined && queryEnd >= 0)
           this.noteParsedWrites(this.cache, buf, start, end, queryStart, queryEnd);
         this.beginFrame(buf, start);
@@ -206,9 +258,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       }
       case FrontendType.Bind:
         if (this.statementWrites !== undefined) this.noteBoundWrites(buf, start, end);
-        this.unsynced = true;
         this.beginFrame(buf, start);
+        // unsynced afterwards: a Bind starting a batch may be a LISTEN the hub answers.
         if (this.statements.onBind(buf, start, end, this)) this.runStart = end;
+        this.unsynced = true;
         return;
       case FrontendType.Describe:
         this.unsynced = true;
@@ -264,7 +317,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   }
 
   /** FrameSink: a frame Sluice wrote in place of (or ahead of) the client's current one. */
-  emit(frame: Buffer | DeferredParse): void {
+  emit(frame: QueuedItem): void {
     if (!this.frameFlushed && this.frameBuf) {
       this.frameFlushed = true;
       this.forwardRun(this.frameBuf, this.frameStart);
@@ -282,7 +335,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.send(run);
   }
 
-  private send(run: Buffer | DeferredParse): void {
+  private send(run: QueuedItem): void {
     if (this.closed) return;
     const server = this.server;
     const batch = this.batch;
@@ -292,10 +345,23 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       return;
     }
     if (server) {
-      // A DeferredParse only exists while no server is assigned.
-      const flowing = server.write(run as Buffer);
-      if (this.pendingCapture) this.startCapture(server);
-      if (!flowing) this.waitForServerDrain(server);
+      if (this.holding === undefined) {
+        if (Buffer.isBuffer(run)) {
+          const flowing = server.write(run);
+          if (this.pendingCapture) this.startCapture(server);
+          if (!flowing) this.waitForServerDrain(server);
+        } else if (isVerification(run)) {
+          this.holding = run;
+        } else {
+          // A Parse deferred for want of a server, whose emit() flushed the run before it and so
+          // got a server at once (the pool had one free).
+          server.write(this.statements.resolveQueued(server, run));
+        }
+        return;
+      }
+      this.queued.push(run);
+      // A verdict may have been waiting to see what follows a held Bind.
+      if (this.holding.result !== undefined) this.resolveHold();
       return;
     }
     this.queued.push(run);
@@ -311,6 +377,36 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.socket.pause();
       }
     }
+  }
+
+  /** Writes queued items in order, stopping at a verification barrier (which then holds). */
+  private writeQueued(server: ServerConnection): boolean {
+    const queued = this.queued;
+    let flowing = true;
+    let i = 0;
+    for (; i < queued.length; i++) {
+      const item = queued[i]!;
+      if (isVerification(item)) {
+        this.holding = item;
+        i++;
+        break;
+      }
+      flowing = server.write(Buffer.isBuffer(item) ? item : this.statements.resolveQueued(server, item));
+    }
+    queued.splice(0, i);
+    // A barrier whose verdict came early (its messages skipped after an error) lifts at once.
+    if (this.holding?.result !== undefined) this.resolveHold();
+    return flowing;
+  }
+
+  /** The held verification's verdict is in: rewrite the held uses, then let the queue flow. */
+  private resolveHold(): void {
+    const v = this.holding;
+    const server = this.server;
+    if (!v || !server || this.closed) return;
+    if (!this.statements.resolveVerification(v, this.queued, server)) return;
+    this.holding = undefined;
+    if (!this.writeQueued(server)) this.waitForServerDrain(server);
   }
 
   private waitForServerDrain(server: ServerConnection): void {
@@ -338,12 +434,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const queued = this.queued;
     // Before the client's own bytes: its settings (when the server runs someone else's) and the
     // statements its queued messages use that this server lacks.
-    const ahead = this.statements.prepareServer(server);
+    const ahead = this.statements.prepareServer(server, queued);
     const replaySettings = server.settingsSignature !== this.settings.signature;
     let flowing = true;
     const first = queued[0];
     if (queued.length === 1 && ahead.length === 0 && !replaySettings && Buffer.isBuffer(first)) {
       flowing = server.write(first);
+      queued.length = 0;
     } else {
       server.socket.cork();
       if (replaySettings) {
@@ -351,12 +448,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         server.settingsSignature = this.settings.signature;
       }
       for (const frame of ahead) server.write(frame);
-      for (const run of queued) {
-        flowing = server.write(Buffer.isBuffer(run) ? run : this.statements.resolveQueued(server, run));
-      }
+      flowing = this.writeQueued(server);
       server.socket.uncork();
     }
-    queued.length = 0;
     if (this.pendingCapture) this.startCapture(server);
     if (!flowing) this.waitForServerDrain(server);
     else if (this.pausedForAcquire) this.socket.resume();
@@ -406,6 +500,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (this.awaitingReady > 0) this.awaitingReady--;
     this.transactionStatus = status;
     this.statements.onReadyForQuery();
+    if (this.ddlPending && status === STATUS_IDLE) {
+      // Statements parsed (or checked) while the DDL was uncommitted saw the old schema.
+      this.ddlPending = false;
+      noteSchemaChange();
+    }
     if (status === STATUS_IDLE && this.settings.hasPending) this.commitSettings();
     if (status === STATUS_IDLE && this.transactionWrites !== null) this.endTransactionWrites();
     // A terminating client lets go once its last reply is in; release() judges cleanliness.
@@ -463,11 +562,23 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     // An error ends COPY IN on the server side; later Syncs count again.
     this.clientInCopyIn = false;
     this.settings.noteFailure();
-    return this.statements.onError(this.server, fields.C);
+    const { replacement, aborted } = this.statements.onError(this.server, fields.C);
+    // The held verification's messages were skipped: the barrier lifts after this frame.
+    if (aborted !== undefined && aborted === this.holding) queueMicrotask(() => this.resolveHold());
+    return replacement;
   }
 
   onParseOrCloseComplete(): boolean | Buffer {
     return this.statements.onParseOrCloseComplete();
+  }
+
+  onParameterDescription(): boolean {
+    return this.statements.onParameterDescription();
+  }
+
+  onStatementDescription(buf: Buffer, start: number, end: number): void {
+    const v = this.statements.onStatementDescription(buf, start, end);
+    if (v !== undefined && v === this.holding) this.resolveHold();
   }
 
   // ---- result cache ---------------------------------------------------------------------------
@@ -552,6 +663,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         const queryEnd = queryStart < 0 ? -1 : parseQueryEnd(buf, queryStart, end);
         if (buf[start + 5] !== 0 || batch.shape !== '' || queryEnd < 0) break;
         batch.sql = buf.toString('utf8', queryStart, queryEnd);
+        // Only reads are worth holding (a LISTEN here belongs to the listen hub, say).
+        if (cache.analyzer.analyze(batch.sql).kind !== 'select') break;
         batch.paramTypes = buf.toString('latin1', queryEnd + 1, end);
         batch.shape = 'P';
         return false;
@@ -563,6 +676,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           // A named statement on a server Sluice holds would be prepared there as a side effect.
           const source = this.server === null ? this.statements.sourceOf(target.name) : undefined;
           if (source === undefined || batch.shape !== '') break;
+          if (cache.analyzer.analyze(source.sql).kind !== 'select') break;
           batch.sql = source.sql;
           batch.paramTypes = source.paramTypes;
         } else if (batch.shape !== 'P') {
@@ -655,7 +769,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private park(
     cache: ResultCache,
     plan: ReadPlan,
-    frames: (Buffer | DeferredParse)[],
+    frames: QueuedItem[],
     wait: Promise<Buffer | undefined>,
   ): void {
     this.cacheParked = true;
@@ -669,7 +783,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private finishParked(
     cache: ResultCache,
     plan: ReadPlan,
-    frames: (Buffer | DeferredParse)[],
+    frames: QueuedItem[],
     entry: Buffer | undefined,
   ): void {
     this.cacheParked = false;
@@ -693,11 +807,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     } else if (this.queued.length > 0 && this.server !== null) {
       // Session mode or a pinned client: its server is still here.
       const server = this.server;
-      const queued = this.queued.splice(0);
-      let flowing = true;
-      for (const run of queued) {
-        flowing = server.write(Buffer.isBuffer(run) ? run : this.statements.resolveQueued(server, run));
-      }
+      const flowing = this.holding === undefined ? this.writeQueued(server) : true;
       if (this.pendingCapture) this.startCapture(server);
       if (!flowing) {
         this.waitForServerDrain(server);
@@ -806,25 +916,32 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
    * statement go to a server as usual.
    */
   private tryListenHub(sql: string, buf: Buffer, start: number, end: number): boolean {
-    const effects = classifyQuery(sql);
-    const effect = effects[0];
-    if (effects.length !== 1 || !effect || (effect.kind !== 'listen' && effect.kind !== 'unlisten'))
-      return false;
-    if (
-      this.mode !== 'transaction' ||
-      this.pinnedReason !== undefined ||
-      this.server !== null ||
-      this.acquiring ||
-      this.hubCommand !== undefined ||
-      this.awaitingReady !== 1 ||
-      this.unsynced ||
-      this.transactionStatus !== STATUS_IDLE ||
-      this.queued.length > 0
-    ) {
-      return false;
-    }
+    const effect = loneListen(sql);
+    // The Query itself is already counted in awaitingReady.
+    if (!effect || !this.canUseHub(1)) return false;
     this.forwardRun(buf, start);
     this.runStart = end;
+    this.runHubCommand(effect, []);
+    return true;
+  }
+
+  /** Between transactions with nothing in flight or queued: the hub may answer for a server. */
+  private canUseHub(awaiting: number): boolean {
+    return (
+      this.mode === 'transaction' &&
+      this.pinnedReason === undefined &&
+      this.server === null &&
+      !this.acquiring &&
+      this.hubCommand === undefined &&
+      this.hubBatch === undefined &&
+      this.awaitingReady === awaiting &&
+      this.transactionStatus === STATUS_IDLE &&
+      this.queued.length === 0 &&
+      !this.clientInCopyIn
+    );
+  }
+
+  private runHubCommand(effect: ListenEffect, replies: Buffer[]): void {
     const hub = this.pool.listenHub;
     this.usedHub = true;
     let done: Promise<void>;
@@ -838,13 +955,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       done = Promise.resolve();
     }
     done.then(
-      () => this.finishHubCommand(undefined),
-      (err: Error) => this.finishHubCommand(err),
+      () => this.finishHubCommand(undefined, replies),
+      (err: Error) => this.finishHubCommand(err, replies),
     );
-    return true;
   }
 
-  private finishHubCommand(err: Error | undefined): void {
+  private finishHubCommand(err: Error | undefined, replies: Buffer[]): void {
     const tag = this.hubCommand ?? 'LISTEN';
     this.hubCommand = undefined;
     if (this.closed) return;
@@ -857,8 +973,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           message: `${tag} failed: ${err.message}`,
         })
       : createCommandComplete(tag);
-    this.writeCached(Buffer.concat([reply, READY_FOR_QUERY.I, ...this.pendingNotifications.splice(0)]));
-    if (this.queued.length > 0 && !this.acquiring) {
+    this.writeCached(
+      Buffer.concat([...replies, reply, READY_FOR_QUERY.I, ...this.pendingNotifications.splice(0)]),
+    );
+    this.acquireForQueued();
+  }
+
+  private acquireForQueued(): void {
+    if (this.queued.length > 0 && !this.acquiring && !this.closed) {
       this.acquiring = true;
       this.pool.acquire(this);
       if (this.acquiring) {
@@ -868,10 +990,166 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     }
   }
 
+  // An extended-protocol LISTEN (asyncpg's add_listener: Parse + Describe statement + Flush, then
+  // Bind + Execute + Sync) is answered like the simple-query one, message by message with the
+  // replies PostgreSQL would give, as long as the batch holds nothing else. Anything else in the
+  // batch hands the messages seen so far to a server, as they would have gone, and pins.
+
+  private tryHubParse(sql: string, buf: Buffer, start: number, end: number, queryEnd: number): boolean {
+    const effect = loneListen(sql);
+    // No declared parameter types (a LISTEN takes none): then ParameterDescription is empty.
+    if (!effect || queryEnd + 3 > end || buf.readInt16BE(queryEnd + 1) !== 0) return false;
+    if (this.unsynced || !this.canUseHub(0)) return false;
+    const name = peekParseName(buf, start, end);
+    if (name === undefined) return false;
+    if (name !== '') {
+      if (this.statements.get(name)) return false;
+      const statement = this.statements.define(name, buf, start, end);
+      if (!statement) return false;
+      statement.hubEffect = effect;
+    }
+    const b = this.startHubBatch(effect, name, buf, start);
+    this.runStart = end;
+    if (name === '') b.unnamedParse = Buffer.from(buf.subarray(start, end));
+    b.replies.push(PARSE_COMPLETE);
+    return true;
+  }
+
+  /** FrameSink: a Bind of a statement defined by an earlier hub batch; true when answered. */
+  onListenStatementBind(
+    effect: ListenEffect,
+    name: string,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): boolean {
+    if (this.unsynced || !this.canUseHub(0)) {
+      // On a server like any statement: the client's server now listens.
+      this.pin('LISTEN inside a transaction or batch');
+      return false;
+    }
+    this.startHubBatch(effect, name, buf, start);
+    return this.hubFrame(FrontendType.Bind, buf, start, end);
+  }
+
+  private startHubBatch(effect: ListenEffect, name: string, buf: Buffer, start: number): HubBatch {
+    this.forwardRun(buf, start);
+    this.unsynced = true;
+    this.hubBatch = {
+      effect,
+      name,
+      unnamedParse: undefined,
+      replies: [],
+      bind: undefined,
+      afterBind: [],
+      executed: false,
+    };
+    return this.hubBatch;
+  }
+
+  /** A frame inside a hub batch: true when Sluice answers it, false after handing the batch on. */
+  private hubFrame(type: number, buf: Buffer, start: number, end: number): boolean {
+    const b = this.hubBatch!;
+    let ok = false;
+    switch (type) {
+      case FrontendType.Describe: {
+        const target = peekTarget(buf, start, end);
+        if (!target) break;
+        if (!b.bind && target.kind === STATEMENT && target.name === b.name) {
+          b.replies.push(NO_PARAMETERS, NO_DATA);
+          ok = true;
+        } else if (b.bind && !b.executed && target.kind !== STATEMENT && target.name === '') {
+          b.replies.push(NO_DATA);
+          b.afterBind.push(Buffer.from(buf.subarray(start, end)));
+          ok = true;
+        }
+        break;
+      }
+      case FrontendType.Flush:
+        if (b.bind) break;
+        if (b.replies.length > 0) this.socket.write(Buffer.concat(b.replies));
+        b.replies = [];
+        ok = true;
+        break;
+      case FrontendType.Bind: {
+        if (b.bind) break;
+        const target = peekBindStatement(buf, start, end);
+        // Unnamed portal, the batch's statement, no parameters.
+        if (!target || buf[start + 5] !== 0 || target.name !== b.name) break;
+        // Parameter format codes (asyncpg sends one), then the parameter count, which must be 0.
+        const counted = target.nameEnd + 2 + 2 * buf.readInt16BE(target.nameEnd);
+        if (counted + 2 > end || buf.readInt16BE(counted) !== 0) break;
+        b.bind = Buffer.from(buf.subarray(start, end));
+        b.replies.push(BIND_COMPLETE);
+        ok = true;
+        break;
+      }
+      case FrontendType.Execute:
+        // (Execute is not an inspected frame: one split between chunks is handed on.)
+        if (!b.bind || b.executed || end > buf.length || buf[start + 5] !== 0) break;
+        b.executed = true;
+        b.afterBind.push(Buffer.from(buf.subarray(start, end)));
+        ok = true;
+        break;
+      case FrontendType.Sync: {
+        this.forwardRun(buf, start);
+        this.runStart = end;
+        this.hubBatch = undefined;
+        this.unsynced = false;
+        this.awaitingReady++;
+        this.statements.expectReady();
+        if (b.executed) {
+          this.runHubCommand(b.effect, b.replies);
+        } else {
+          this.awaitingReady--;
+          this.statements.onReadyForQuery();
+          this.socket.write(Buffer.concat([...b.replies, READY_FOR_QUERY.I]));
+        }
+        return true;
+      }
+    }
+    if (ok) {
+      this.forwardRun(buf, start);
+      this.runStart = end;
+      return true;
+    }
+    this.handHubBatchOn(b);
+    return false;
+  }
+
+  /**
+   * Something else joined the batch: what Sluice answered so far (Parse, Describe statement) stays
+   * answered; the statement is prepared on the server the batch gets (its replies dropped), and
+   * the Bind and what followed it go there as the client sent them. The LISTEN then runs on
+   * that server, which pins the client.
+   */
+  private handHubBatchOn(b: HubBatch): void {
+    this.hubBatch = undefined;
+    const unanswered = b.bind ? b.replies.slice(0, b.replies.indexOf(BIND_COMPLETE)) : b.replies;
+    if (unanswered.length > 0) this.socket.write(Buffer.concat(unanswered));
+    this.pin('LISTEN inside a transaction or batch');
+    // Whatever precedes the current frame was consumed; emit() must not flush it again.
+    this.frameFlushed = true;
+    if (b.unnamedParse) {
+      this.statements.expectDroppedParse();
+      this.send(b.unnamedParse);
+    }
+    if (b.bind) {
+      if (!this.statements.onBind(b.bind, 0, b.bind.length, this, false)) this.send(b.bind);
+      for (const frame of b.afterBind) this.send(frame);
+    }
+  }
+
   /** NotificationListener: delivered between transactions, as PostgreSQL does. */
   deliverNotification(frame: Buffer): void {
     if (this.closed) return;
-    if (this.server === null && !this.acquiring && this.hubCommand === undefined) this.writeCached(frame);
+    if (
+      this.server === null &&
+      !this.acquiring &&
+      this.hubCommand === undefined &&
+      this.hubBatch === undefined
+    )
+      this.writeCached(frame);
     else this.pendingNotifications.push(frame);
   }
 
@@ -895,6 +1173,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           break;
         case 'ddl':
           noteSchemaChange();
+          this.ddlPending = true;
           break;
         case 'listen':
           // Inside a transaction or an extended-protocol batch: the client's server listens.

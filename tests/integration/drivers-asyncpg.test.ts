@@ -77,11 +77,10 @@ describe(`asyncpg ${DIRECT ? 'directly against PostgreSQL' : 'through a transact
     TEST_MS,
   );
 
-  // KNOWN GAP (issue 4, item 2): a statement prepared before DDL is re-parsed afresh on a server
-  // that lacks it, so a client whose driver cached the old row description (asyncpg, binary
-  // format) can get rows of the new type without PostgreSQL's 0A000. Through Sluice this test
-  // is expected to fail until Sluice compares the re-parsed statement's RowDescription.
-  (DIRECT ? it : it.fails)(
+  // asyncpg caches each statement's row description and executes without describing. Sluice
+  // compares a statement re-parsed after DDL with the row type the client saw and answers 0A000 as
+  // PostgreSQL would; asyncpg then re-prepares by itself, so the application sees no error.
+  it(
     'never surfaces 0A000 to autocommit clients when DDL changes a cached statement’s result type',
     async () => {
       type Result = number[][] | { sqlstate: string; message: string };
@@ -138,10 +137,9 @@ describe(`asyncpg ${DIRECT ? 'directly against PostgreSQL' : 'through a transact
     TEST_MS,
   );
 
-  // KNOWN GAP (issue 4, item 6): asyncpg sends LISTEN through the extended protocol; Sluice's
-  // listen hub answers only simple-query LISTEN, so this client is pinned instead (notifications
-  // do arrive). Expected to fail through Sluice until the hub handles extended-protocol LISTEN.
-  (DIRECT ? it : it.fails)(
+  // asyncpg sends LISTEN through the extended protocol (Parse, Describe, Flush, then Bind, Execute,
+  // Sync): the pool's listen hub answers it message by message, so the listener is not pinned.
+  it(
     'delivers NOTIFY to an add_listener callback without pinning the listener, and stops after remove_listener',
     async () => {
       interface Round {

@@ -142,6 +142,66 @@ describe('named prepared statements', () => {
   });
 });
 
+describe('result-type-changing DDL under cached statements', () => {
+  const twoRows = (v: (n: number) => unknown) => [
+    { id: 1, v: v(10) },
+    { id: 2, v: v(20) },
+  ];
+
+  it('gives node-postgres the new rows on every pooled client after ALTER ... TYPE bigint, without an error', async () => {
+    const { statementCacheStats } = await import('../../src/server/client-statements.js');
+    const setup = await directClient(db);
+    await setup.query(
+      'create table ddl_np(id int primary key, v int not null); insert into ddl_np values (1, 10), (2, 20)',
+    );
+    await setup.end();
+    const clients = await Promise.all(Array.from({ length: 4 }, () => connect()));
+    const run = () =>
+      Promise.all(
+        clients.flatMap((c) =>
+          [0, 1, 2].map(
+            async () =>
+              (await c.query({ name: 'ddl_np_all', text: 'select * from ddl_np order by id' })).rows,
+          ),
+        ),
+      );
+    // Every server ends up with the statement prepared (4 clients, 2 servers).
+    for (const rows of await run()) expect(rows).toEqual(twoRows((n) => n));
+    const changedBefore = statementCacheStats.changed;
+    const ddl = await connect();
+    await ddl.query('alter table ddl_np alter column v type bigint');
+    // node-postgres describes the portal every time: Sluice re-parses and the client reads the new
+    // type (int8 comes back as a string). Directly, PostgreSQL would answer 0A000 here.
+    for (let round = 0; round < 2; round++) {
+      for (const rows of await run()) expect(rows).toEqual(twoRows((n) => String(n)));
+    }
+    expect(statementCacheStats.changed).toBeGreaterThan(changedBefore);
+    await ddl.query('alter table ddl_np add column w text default $$x$$');
+    for (const rows of await run())
+      expect(rows).toEqual(twoRows((n) => String(n)).map((r) => ({ ...r, w: 'x' })));
+    for (const c of [...clients, ddl]) await c.end();
+  });
+
+  it('lets postgres.js re-prepare after the change (it retries on PostgreSQL’s 0A000), with correct rows', async () => {
+    const setup = await directClient(db);
+    await setup.query(
+      'create table ddl_pj(id int primary key, v int not null); insert into ddl_pj values (1, 10), (2, 20)',
+    );
+    await setup.end();
+    const sql = postgres(proxy.url(db), { max: 4, onnotice: () => {} });
+    try {
+      const run = () => Promise.all(Array.from({ length: 12 }, () => sql`select * from ddl_pj order by id`));
+      for (const rows of await run()) expect([...rows]).toEqual(twoRows((n) => n));
+      await sql`alter table ddl_pj alter column v type bigint`;
+      for (let round = 0; round < 2; round++) {
+        for (const rows of await run()) expect([...rows]).toEqual(twoRows((n) => String(n)));
+      }
+    } finally {
+      await sql.end();
+    }
+  });
+});
+
 describe('session settings', () => {
   it('stay with the client that SET them, whichever server runs its queries', async () => {
     const a = await connect();
