@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Benchmark dispatcher: `node bench/run.mjs <scenario> [--duration S] [--quick] [--profile]
-// [--targets direct,sluice,pgbouncer]`; with no scenario, lists them. One scenario per file.
+// [--targets direct,sluice,pgbouncer]`; with no scenario, lists them. One scenario per file; a
+// scenario may export `extraTargets` (target names only it knows, e.g. cache's `sluice-cache`).
 
 import { parseArgs } from 'node:util';
 import { installSignalHandlers } from './lib/cleanup.mjs';
@@ -8,6 +9,7 @@ import { installSignalHandlers } from './lib/cleanup.mjs';
 const SCENARIOS = {
   passthrough: () => import('./passthrough.mjs'),
   prepared: () => import('./prepared.mjs'),
+  cache: () => import('./cache.mjs'),
 };
 const ALL_TARGETS = ['direct', 'sluice', 'pgbouncer'];
 
@@ -17,7 +19,8 @@ options:
   --duration S     seconds per pgbench run (default 10)
   --quick          fewer rows or cells, shorter warm-up
   --profile        run Sluice under node --cpu-prof (profiles in bench/results/profiles)
-  --targets LIST   comma-separated subset of ${ALL_TARGETS.join(',')} (default: all; direct always runs)
+  --targets LIST   comma-separated subset of ${ALL_TARGETS.join(',')}, plus sluice-cache for the cache
+                   scenario (default: all; direct always runs)
   -h, --help       this text`;
 
 async function main() {
@@ -29,7 +32,7 @@ async function main() {
         duration: { type: 'string', default: '10' },
         quick: { type: 'boolean', default: false },
         profile: { type: 'boolean', default: false },
-        targets: { type: 'string', default: ALL_TARGETS.join(',') },
+        targets: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -54,15 +57,16 @@ async function main() {
     console.error('--duration must be a whole number of seconds between 1 and 3600');
     return 2;
   }
-  const targets = new Set(values.targets.split(',').map((t) => t.trim().toLowerCase()));
-  const unknown = [...targets].filter((t) => !ALL_TARGETS.includes(t));
+  const scenario = await SCENARIOS[name]();
+  const known = [...ALL_TARGETS, ...(scenario.extraTargets ?? [])];
+  const targets = new Set((values.targets ?? known.join(',')).split(',').map((t) => t.trim().toLowerCase()));
+  const unknown = [...targets].filter((t) => !known.includes(t));
   if (unknown.length > 0) {
-    console.error(`unknown target(s) ${unknown.join(', ')}; known: ${ALL_TARGETS.join(', ')}`);
+    console.error(`unknown target(s) ${unknown.join(', ')}; known for ${name}: ${known.join(', ')}`);
     return 2;
   }
 
   installSignalHandlers();
-  const scenario = await SCENARIOS[name]();
   await scenario.run({ duration, quick: values.quick, profile: values.profile, targets });
   return 0;
 }

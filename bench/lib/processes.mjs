@@ -96,8 +96,11 @@ export async function waitFor(check, { timeoutMs, intervalMs = 200 }) {
   return undefined;
 }
 
-/** Runs a short command to completion; resolves { code, stdout, stderr } and never rejects. */
-export function run(command, args, { env, timeoutMs = 60_000 } = {}) {
+/**
+ * Runs a short command to completion; resolves { code, stdout, stderr } and never rejects.
+ * `onSpawn(pid)` is called once the child exists.
+ */
+export function run(command, args, { env, timeoutMs = 60_000, onSpawn } = {}) {
   return new Promise((resolve) => {
     const child = execFile(
       command,
@@ -110,6 +113,7 @@ export function run(command, args, { env, timeoutMs = 60_000 } = {}) {
       },
     );
     trackPid(child.pid);
+    if (onSpawn && child.pid) onSpawn(child.pid);
   });
 }
 

@@ -27,8 +27,9 @@ export async function sluiceUnavailable() {
 /**
  * Starts `sluice serve` in front of `upstream` ({ host, port, user, password }) with trust auth for
  * clients; resolves { host, port, pid, logFile, profileDir?, stop } once psql gets through it.
+ * `extraArgs` go after the standard ones (e.g. `['--cache']`); none by default.
  */
-export async function startSluice(upstream, { poolSize = 20, profile = false } = {}) {
+export async function startSluice(upstream, { poolSize = 20, profile = false, extraArgs = [] } = {}) {
   const dir = await mkdtemp(path.join(tmpdir(), 'sluice-bench-sluice-'));
   onCleanup('sluice log dir', () => rm(dir, { recursive: true, force: true }));
   const logFile = path.join(dir, 'sluice.log');
@@ -57,6 +58,7 @@ export async function startSluice(upstream, { poolSize = 20, profile = false } =
     'transaction',
     '--pool-size',
     String(poolSize),
+    ...extraArgs,
   ];
   const before = profile ? new Set(await listProfiles()) : new Set();
   const child = spawnLogged(process.execPath, args, { logFile, cwd: REPO_ROOT });

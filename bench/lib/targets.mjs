@@ -8,7 +8,13 @@ import { maintain, runPgbench } from './pgbench.mjs';
 import { PGBOUNCER_BIN, startPgbouncer } from './pgbouncer.mjs';
 import { sluiceUnavailable, startSluice } from './sluice.mjs';
 
-export const TARGET_LABELS = { direct: 'direct', sluice: 'Sluice', pgbouncer: 'PgBouncer' };
+export const TARGET_LABELS = {
+  direct: 'direct',
+  sluice: 'Sluice',
+  // The cache scenario's second Sluice target (`--cache`); the other scenarios never start it.
+  'sluice-cache': 'Sluice cache on',
+  pgbouncer: 'PgBouncer',
+};
 export const TARGET_ORDER = ['direct', 'sluice', 'pgbouncer'];
 
 export const MAINTAIN_NOTE =
