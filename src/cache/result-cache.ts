@@ -205,6 +205,9 @@ export class ResultCache {
         catalog.volatility({ schema: 'pg_catalog', name: fn.name }, searchPath, ctx.user) !== undefined;
       if (volatility === 'volatile' && !builtin) return 'all';
     }
+    for (const op of analysis.operators) {
+      if (catalog?.userOperatorVolatility(op.name) === 'volatile') return 'all';
+    }
     return writes;
   }
 
@@ -219,6 +222,10 @@ export class ResultCache {
     const searchPath = ctx.searchPath ?? DEFAULT_SEARCH_PATH;
     for (const fn of analysis.functions) {
       if (catalog.volatility(fn, searchPath, ctx.user) !== 'immutable') return undefined;
+    }
+    for (const op of analysis.operators) {
+      const volatility = catalog.userOperatorVolatility(op.name);
+      if (volatility !== undefined && volatility !== 'immutable') return undefined;
     }
     const keys: string[] = [];
     for (const ref of analysis.tablesRead) {

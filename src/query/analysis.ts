@@ -45,6 +45,8 @@ export interface QueryAnalysis {
   readonly tablesWritten: readonly RelationRef[];
   /** Functions called, plus pseudo-functions (CURRENT_TIMESTAMP, 'now'::timestamptz -> pg_catalog.now). */
   readonly functions: readonly RelationRef[];
+  /** Operators used in expressions (by name, schema if written OPERATOR(schema.op)). */
+  readonly operators: readonly RelationRef[];
   /** FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE in a part that runs. */
   readonly lockingClause: boolean;
   /** A write whose targets cannot be named: every cached reader must be invalidated. */
@@ -156,6 +158,7 @@ function analyzeStatements(sql: string, stmts: unknown[]): QueryAnalysis {
   const reads = new Map<string, RelationRef>();
   const writes = new Map<string, RelationRef>();
   const functions = new Map<string, RelationRef>();
+  const operators = new Map<string, RelationRef>();
   let locking = false;
   let readOnly = true;
   let writesUnknown = false;
@@ -169,7 +172,7 @@ function analyzeStatements(sql: string, stmts: unknown[]): QueryAnalysis {
     const node = (raw as Obj).stmt as Obj;
     const w = new Walker();
     const facts = analyzeNode(w, node);
-    w.mergeInto(reads, writes, functions, false);
+    w.mergeInto(reads, writes, functions, false, operators);
     locking ||= w.locking;
     readOnly &&= facts.readOnly;
     writesUnknown ||= facts.writesUnknown;
@@ -198,6 +201,7 @@ function analyzeStatements(sql: string, stmts: unknown[]): QueryAnalysis {
     tablesRead: freezeRefs(reads),
     tablesWritten: freezeRefs(writes),
     functions: freezeRefs(functions),
+    operators: freezeRefs(operators),
     lockingClause: locking,
     writesUnknown,
     hasWhere: whereApplies > 0 && whereCount === whereApplies,
@@ -216,6 +220,7 @@ function unparsed(sql: string): QueryAnalysis {
     tablesRead: EMPTY_ARRAY,
     tablesWritten: EMPTY_ARRAY,
     functions: EMPTY_ARRAY,
+    operators: EMPTY_ARRAY,
     lockingClause: false,
     writesUnknown: true,
     hasWhere: false,
@@ -438,12 +443,12 @@ function analyzeExplain(w: Walker, body: Obj): StatementFacts {
   let f: StatementFacts;
   if (runs) {
     // EXPLAIN ANALYZE executes the statement, writes and locks included.
-    inner.mergeInto(w.reads, w.writes, w.functions, false);
+    inner.mergeInto(w.reads, w.writes, w.functions, false, w.operators);
     w.locking ||= inner.locking;
     f = facts('explain', innerFacts.readOnly, innerFacts.writesUnknown);
   } else {
     // Only planned: its tables are read for statistics, nothing is written or locked.
-    inner.mergeInto(w.reads, w.reads, w.functions, true);
+    inner.mergeInto(w.reads, w.reads, w.functions, true, w.operators);
     f = facts('explain', true, false);
   }
   // Report the explained statement's WHERE/LIMIT so "DELETE without WHERE" rules see it.
@@ -526,6 +531,7 @@ class Walker {
   readonly reads = new Map<string, RelationRef>();
   readonly writes = new Map<string, RelationRef>();
   readonly functions = new Map<string, RelationRef>();
+  readonly operators = new Map<string, RelationRef>();
   /** Candidate reads, filtered against CTE names once the whole statement has been seen. */
   private readonly pendingReads: Obj[] = [];
   private cteNames: Set<string> | undefined;
@@ -558,6 +564,16 @@ class Walker {
         this.walk(child.agg_order);
         this.walk(child.agg_filter);
         this.walk(child.over);
+        return;
+      case 'A_Expr':
+        this.addOperatorNames(child.name);
+        this.walk(child.lexpr);
+        this.walk(child.rexpr);
+        return;
+      case 'SubLink':
+        this.addOperatorNames(child.operName);
+        this.walk(child.testexpr);
+        this.walk(child.subselect);
         return;
       case 'SQLValueFunction': {
         const ref = SQL_VALUE_FUNCTIONS[child.op as string];
@@ -652,6 +668,18 @@ class Walker {
     this.functions.set(refKey(NOW.schema, NOW.name), NOW);
   }
 
+  private addOperatorNames(names: unknown): void {
+    if (!Array.isArray(names) || names.length === 0) return;
+    const name = ((names[names.length - 1] as Obj).String as Obj | undefined)?.sval;
+    if (typeof name !== 'string') return;
+    const schema =
+      names.length > 1
+        ? (((names[names.length - 2] as Obj).String as Obj | undefined)?.sval as string | undefined)
+        : undefined;
+    const key = refKey(schema, name);
+    if (!this.operators.has(key)) this.operators.set(key, Object.freeze({ schema, name }));
+  }
+
   private addFunctionNames(funcname: unknown): void {
     if (!Array.isArray(funcname) || funcname.length === 0) return;
     const name = ((funcname[funcname.length - 1] as Obj).String as Obj | undefined)?.sval;
@@ -699,7 +727,9 @@ class Walker {
     writes: Map<string, RelationRef>,
     functions: Map<string, RelationRef>,
     writesAsReads: boolean,
+    operators: Map<string, RelationRef>,
   ): void {
+    for (const [key, ref] of this.operators) if (!operators.has(key)) operators.set(key, ref);
     const ctes = this.cteNames;
     for (const rv of this.pendingReads) {
       const name = rv.relname;

@@ -97,6 +97,9 @@ SELECT NULL::text AS view, NULL::text AS depends, NULL::text AS tree, json_build
     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace),
   'mutableOperators', (SELECT coalesce(json_agg(json_build_array(o.oid, p.provolatile)), '[]')
     FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode WHERE p.provolatile <> 'i'),
+  'userOperators', (SELECT coalesce(json_agg(json_build_array(o.oprname, p.provolatile)), '[]')
+    FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode
+    WHERE o.oprnamespace <> 'pg_catalog'::regnamespace),
   'schemas', (SELECT coalesce(json_agg(json_build_array(n.nspname,
       CASE WHEN a.public_usage THEN NULL ELSE ARRAY(
         SELECT o.rolname FROM pg_roles o WHERE has_schema_privilege(o.oid, n.oid, 'USAGE')) END
@@ -154,6 +157,8 @@ interface Facts {
   functions: [string, string, string, string][];
   /** oid, provolatile of its function, for operators whose function is not immutable */
   mutableOperators: [string, string][];
+  /** name, provolatile of the operator's function: operators outside pg_catalog */
+  userOperators: [string, string][];
   /** name, roles with USAGE or null when PUBLIC has it */
   schemas: [string, string[] | null][];
   roles: string[];
@@ -207,6 +212,8 @@ export class DatabaseCatalog {
     private readonly functions: ReadonlyMap<string, ReadonlyMap<string, Volatility>>,
     private readonly schemas: ReadonlyMap<string, SchemaAccess>,
     private readonly roles: ReadonlySet<string>,
+    /** Operator name -> worst volatility over operators defined outside pg_catalog. */
+    private readonly userOperators: ReadonlyMap<string, Volatility>,
   ) {}
 
   static async load(db: CatalogQuery): Promise<DatabaseCatalog> {
@@ -280,6 +287,12 @@ export class DatabaseCatalog {
     for (const [oid, code] of facts.mutableOperators) {
       mutableOperators.set(oid, VOLATILITY[code]!);
     }
+    const userOperators = new Map<string, Volatility>();
+    for (const [name, code] of facts.userOperators) {
+      const volatility = VOLATILITY[code]!;
+      const other = userOperators.get(name);
+      userOperators.set(name, other === undefined ? volatility : worse(other, volatility));
+    }
     const viewRefs = new Map<string, string[]>();
     const viewVolatility = new Map<string, Volatility>();
     for (const { view: oid, depends, tree } of rows) {
@@ -325,7 +338,18 @@ export class DatabaseCatalog {
       functions,
       schemas,
       new Set(facts.roles),
+      userOperators,
     );
+  }
+
+  /**
+   * Worst volatility over the operators named `name` defined outside pg_catalog (any schema),
+   * or undefined when only built-in ones exist. Built-in operators are not judged here: none is
+   * volatile, and the stable ones (timestamptz = date, text || anynonarray...) depend only on
+   * settings that are part of every cache key (TimeZone, DateStyle...), never on the clock.
+   */
+  userOperatorVolatility(name: string): Volatility | undefined {
+    return this.userOperators.get(name);
   }
 
   /**

@@ -35,7 +35,9 @@ beforeAll(async () => {
     insert into big select g, repeat('x', 1000) from generate_series(1, 200000) g;
     create view btc_view as select price from prices where symbol = 'BTC';
     create function bump_price(s text) returns void language sql volatile
-      as $$ update prices set price = price + 1 where symbol = s $$;`);
+      as $$ update prices set price = price + 1 where symbol = s $$;
+    create function drifting_eq(int, int) returns bool language sql stable as 'select $1 = $2';
+    create operator === (function = drifting_eq, leftarg = int, rightarg = int);`);
   await c.end();
   await createRole(READER, 'reader-pw', 'scram-sha-256');
   await createRole(OUTSIDER, 'outsider-pw', 'scram-sha-256');
@@ -195,7 +197,7 @@ describe('result cache', () => {
     await c.end();
   });
 
-  it('never caches now(), random(), clock_timestamp() or current_user', async () => {
+  it('never caches now(), random(), clock_timestamp(), current_user or a stable user operator', async () => {
     const c = await connect();
     for (const q of [
       'select now()::text as v',
@@ -213,6 +215,9 @@ describe('result cache', () => {
     const hits = cache.stats.hits;
     await c.query('select current_user');
     await c.query('select current_user');
+    // A user-defined operator is judged by its function's volatility (this one is stable).
+    await c.query('select qty from positions where qty === 7');
+    await c.query('select qty from positions where qty === 7');
     expect(cache.stats.hits).toBe(hits);
     await c.end();
   });

@@ -744,6 +744,25 @@ describe('QueryAnalyzer digest and fingerprint', () => {
   });
 });
 
+describe('QueryAnalyzer operators', () => {
+  const names = (sql: string) =>
+    new QueryAnalyzer()
+      .analyze(sql)
+      .operators.map((o) => (o.schema ? `${o.schema}.${o.name}` : o.name))
+      .sort();
+
+  it('lists the operators of expressions, IN/ANY subqueries and explicit OPERATOR() syntax', () => {
+    expect(names("select price from prices where symbol = 'S' || $1 and qty > 0")).toEqual(['=', '>', '||']);
+    expect(names('select 1 from t where a like $1 and b in (select c from u where d <> 1)')).toEqual([
+      '<>',
+      '~~',
+    ]);
+    expect(names('select 1 from t where a = any (select c from u)')).toEqual(['=']);
+    expect(names('select 1 from t where a operator(myschema.===) 1')).toEqual(['myschema.===']);
+    expect(names('select count(*) from t')).toEqual([]);
+  });
+});
+
 describe('QueryAnalyzer cache', () => {
   it('parses each distinct text once and serves repeats from the LRU', () => {
     const analyzer = new QueryAnalyzer();
