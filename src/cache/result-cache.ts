@@ -4,9 +4,16 @@
 import { createHash } from 'node:crypto';
 import { logger } from '../observe/logger.js';
 import { loadQueryParser, type QueryAnalysis, QueryAnalyzer } from '../query/analysis.js';
-import type { DatabaseCatalog } from '../query/catalog.js';
+import type { DatabaseCatalog, RelationRef } from '../query/catalog.js';
 import type { CatalogRegistry } from '../query/catalog-registry.js';
 import { MemoryTier } from './memory-tier.js';
+import {
+  type BoundParameters,
+  nonPointKey,
+  pointKey,
+  pointValues,
+  wholeTableWriteKeys,
+} from './point-versions.js';
 import { RedisTier } from './redis-tier.js';
 import { ResponseCapture } from './response-capture.js';
 import { TableVersions } from './table-versions.js';
@@ -154,12 +161,12 @@ export class ResultCache {
    * or Bind. `extra` holds what else shapes the reply: message types, parameter types, the
    * Bind's parameters and result formats.
    */
-  planRead(ctx: CacheContext, sql: string, extra: string): ReadPlan | undefined {
+  planRead(ctx: CacheContext, sql: string, extra: string, params: BoundParameters): ReadPlan | undefined {
     const analysis = this.analyzer.analyze(sql);
     if (analysis.kind !== 'select' || !this.mayServe) return undefined;
     const catalog = this.catalogs.get(ctx.database);
     if (this.writesOf(analysis, catalog, ctx) !== undefined) return undefined;
-    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, extra) : undefined;
+    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, extra, params) : undefined;
     if (!read) this.stats.uncacheable++;
     return read;
   }
@@ -168,6 +175,7 @@ export class ResultCache {
     analysis: QueryAnalysis,
     catalog: DatabaseCatalog | undefined,
     ctx: CacheContext,
+    params?: BoundParameters,
   ): Writes | undefined {
     // Text PostgreSQL's own parser rejects should fail on the server too; if not, assume the worst.
     if (!analysis.parsed || analysis.kind === 'ddl') return 'schema';
@@ -188,7 +196,15 @@ export class ResultCache {
         const key = catalog.resolve(ref, searchPath, ctx.user);
         // Unknown, or triggers/rules that write elsewhere: assume it writes anything.
         if (key === undefined || catalog.hasOpaqueWrites(key)) return 'all';
-        for (const k of catalog.writeKeys(key)) writes.push(k);
+        const point = this.pointWrite(analysis, catalog, ref, key, params);
+        for (const k of catalog.writeKeys(key)) {
+          if (k === key && point !== undefined) {
+            writes.push(k);
+            for (const value of point) writes.push(pointKey(k, value));
+          } else {
+            for (const w of wholeTableWriteKeys(k)) writes.push(w);
+          }
+        }
       }
     }
     // A volatile function of the user's own may write anything; pg_catalog's volatile ones
@@ -211,12 +227,48 @@ export class ResultCache {
     return writes;
   }
 
+  /** The key values a write is confined to on its table's point column, if it provably is. */
+  private pointWrite(
+    analysis: QueryAnalysis,
+    catalog: DatabaseCatalog,
+    ref: RelationRef,
+    key: string,
+    params: BoundParameters | undefined,
+  ): string[] | undefined {
+    const access = analysis.pointAccess;
+    const kind = analysis.kind;
+    if (access === undefined || analysis.tablesWritten.length !== 1) return undefined;
+    if (kind !== 'insert' && kind !== 'update' && kind !== 'delete') return undefined;
+    if (access.table.name !== ref.name || access.table.schema !== ref.schema) return undefined;
+    const column = catalog.pointColumn(key);
+    return column === undefined ? undefined : pointValues(access, column, params, kind);
+  }
+
+  /**
+   * Whether an extended-protocol statement may write: a template to judge at each Bind (when
+   * the values are known and the statement runs), or undefined when it writes nothing.
+   */
+  writeTemplate(ctx: CacheContext, sql: string): string | undefined {
+    const analysis = this.analyzer.analyze(sql);
+    return this.writesOf(analysis, this.catalogs.get(ctx.database), ctx) === undefined ? undefined : sql;
+  }
+
+  /** A Bind of a statement that may write: bumps what it writes with these values. */
+  bindWrites(ctx: CacheContext, sql: string, params: BoundParameters): Writes {
+    const analysis = this.analyzer.analyze(sql);
+    const writes = this.writesOf(analysis, this.catalogs.get(ctx.database), ctx, params) ?? 'all';
+    this.bump(ctx.database, writes);
+    if (writes === 'schema') this.catalogs.invalidate(ctx.database);
+    return writes;
+  }
+
   private readPlan(
     analysis: QueryAnalysis,
     catalog: DatabaseCatalog,
     ctx: CacheContext,
     sql: string,
     extra: string,
+    params?: BoundParameters,
   ): ReadPlan | undefined {
     if (!analysis.readOnly || analysis.lockingClause) return undefined;
     const searchPath = ctx.searchPath ?? DEFAULT_SEARCH_PATH;
@@ -228,6 +280,24 @@ export class ResultCache {
       if (volatility !== undefined && volatility !== 'immutable') return undefined;
     }
     const keys: string[] = [];
+    const access = analysis.pointAccess;
+    if (access !== undefined && analysis.tablesRead.length === 1) {
+      // A read of one table's rows with one key value: versioned by that value.
+      const ref = analysis.tablesRead[0]!;
+      const key = catalog.resolve(ref, searchPath, ctx.user);
+      const column = key === undefined ? undefined : catalog.pointColumn(key);
+      const values =
+        column === undefined ||
+        key === undefined ||
+        catalog.isSystem(key) ||
+        catalog.relation(key)?.rowSecurity
+          ? undefined
+          : pointValues(access, column, params, undefined);
+      if (key !== undefined && values !== undefined) {
+        keys.push(nonPointKey(key), pointKey(key, values[0]!));
+        return this.planFor(ctx, keys, sql, extra);
+      }
+    }
     for (const ref of analysis.tablesRead) {
       const key = catalog.resolve(ref, searchPath, ctx.user);
       if (key === undefined) {
@@ -243,6 +313,10 @@ export class ResultCache {
         keys.push(k);
       }
     }
+    return this.planFor(ctx, keys, sql, extra);
+  }
+
+  private planFor(ctx: CacheContext, keys: string[], sql: string, extra: string): ReadPlan {
     const tokens = this.versions.tokens(ctx.database, keys);
     return {
       key: `${ctx.database}\0${ctx.user}\0${ctx.settingsKey}\0${tokens}\0${sql}\0${extra}`,

@@ -437,7 +437,18 @@ export class ServerConnection implements FrameHandler {
   }
 
   private readonly onData = (chunk: Buffer): void => {
-    this.reader.read(chunk, this);
+    try {
+      this.reader.read(chunk, this);
+    } catch (err) {
+      // A bug while forwarding: this connection's stream position is unknown now. Its client
+      // gets an error and the connection is closed; the process and everyone else go on.
+      logger.error({ server: this.id, err }, 'internal error forwarding from the server; closing it');
+      const owner = this.owner ?? this.releasing;
+      this.owner = null;
+      this.releasing = null;
+      this.close();
+      owner?.onServerLost(this, err as Error);
+    }
   };
 
   private readonly onClose = (): void => {

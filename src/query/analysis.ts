@@ -1,7 +1,9 @@
 // Owns what the proxy knows about a query text (kind, tables read and written, functions, digest),
 // parsed once with PostgreSQL's own parser (libpg-query) and kept in an LRU keyed by the exact text.
+
 import { fingerprintSync, loadModule, normalizeSync, parseSync, scanSync } from 'libpg-query';
 import { LRUCache } from 'lru-cache';
+import { type PointAccess, pointAccessOf } from './point-access.js';
 
 export type StatementKind =
   | 'select'
@@ -45,6 +47,8 @@ export interface QueryAnalysis {
   readonly tablesWritten: readonly RelationRef[];
   /** Functions called, plus pseudo-functions (CURRENT_TIMESTAMP, 'now'::timestamptz -> pg_catalog.now). */
   readonly functions: readonly RelationRef[];
+  /** Rows touched, when the statement provably touches only rows where a column equals values. */
+  readonly pointAccess: PointAccess | undefined;
   /** Operators used in expressions (by name, schema if written OPERATOR(schema.op)). */
   readonly operators: readonly RelationRef[];
   /** FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE in a part that runs. */
@@ -168,6 +172,7 @@ function analyzeStatements(sql: string, stmts: unknown[]): QueryAnalysis {
   let limitApplies = 0;
   let limitCount = 0;
 
+  const pointAccess = stmts.length === 1 ? pointAccessOf((stmts[0] as Obj).stmt) : undefined;
   for (const raw of stmts) {
     const node = (raw as Obj).stmt as Obj;
     const w = new Walker();
@@ -202,6 +207,7 @@ function analyzeStatements(sql: string, stmts: unknown[]): QueryAnalysis {
     tablesWritten: freezeRefs(writes),
     functions: freezeRefs(functions),
     operators: freezeRefs(operators),
+    pointAccess,
     lockingClause: locking,
     writesUnknown,
     hasWhere: whereApplies > 0 && whereCount === whereApplies,
@@ -221,6 +227,7 @@ function unparsed(sql: string): QueryAnalysis {
     tablesWritten: EMPTY_ARRAY,
     functions: EMPTY_ARRAY,
     operators: EMPTY_ARRAY,
+    pointAccess: undefined,
     lockingClause: false,
     writesUnknown: true,
     hasWhere: false,

@@ -46,6 +46,20 @@ const KINDS: Readonly<Record<string, RelationKind>> = {
   S: 'sequence',
 };
 
+/** A primary-key column the result cache versions per value, and how its values compare. */
+export interface PointColumn {
+  readonly name: string;
+  readonly family: 'integer' | 'text';
+}
+
+const POINT_TYPES: Readonly<Record<string, PointColumn['family']>> = {
+  int2: 'integer',
+  int4: 'integer',
+  int8: 'integer',
+  text: 'text',
+  varchar: 'text',
+};
+
 const VOLATILITY: Readonly<Record<string, Volatility>> = { i: 'immutable', s: 'stable', v: 'volatile' };
 const RANK: Readonly<Record<Volatility, number>> = { immutable: 0, stable: 1, volatile: 2 };
 
@@ -97,6 +111,13 @@ SELECT NULL::text AS view, NULL::text AS depends, NULL::text AS tree, json_build
     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace),
   'mutableOperators', (SELECT coalesce(json_agg(json_build_array(o.oid, p.provolatile)), '[]')
     FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode WHERE p.provolatile <> 'i'),
+  'pointColumns', (SELECT coalesce(json_agg(json_build_array(k.conrelid, a.attname, t.typname,
+      coalesce(co.collisdeterministic, true))), '[]')
+    FROM pg_constraint k
+    JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+    JOIN pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_collation co ON co.oid = a.attcollation
+    WHERE k.contype = 'p' AND cardinality(k.conkey) = 1),
   'userOperators', (SELECT coalesce(json_agg(json_build_array(o.oprname, p.provolatile)), '[]')
     FROM pg_operator o JOIN pg_proc p ON p.oid = o.oprcode
     WHERE o.oprnamespace <> 'pg_catalog'::regnamespace),
@@ -157,6 +178,8 @@ interface Facts {
   functions: [string, string, string, string][];
   /** oid, provolatile of its function, for operators whose function is not immutable */
   mutableOperators: [string, string][];
+  /** table oid, column, type name, deterministic collation: single-column primary keys */
+  pointColumns: [string, string, string, boolean][];
   /** name, provolatile of the operator's function: operators outside pg_catalog */
   userOperators: [string, string][];
   /** name, roles with USAGE or null when PUBLIC has it */
@@ -214,7 +237,21 @@ export class DatabaseCatalog {
     private readonly roles: ReadonlySet<string>,
     /** Operator name -> worst volatility over operators defined outside pg_catalog. */
     private readonly userOperators: ReadonlyMap<string, Volatility>,
+    private readonly pointColumns: ReadonlyMap<string, PointColumn>,
   ) {}
+
+  /**
+   * The column whose values the result cache may version one by one for `key`: its single-column
+   * primary key, when that is an integer or a deterministic text type, and `key` is a plain table
+   * with no inheritance or partitioning on either side (writes through a parent or a child would
+   * reach its rows under another name).
+   */
+  pointColumn(key: string): PointColumn | undefined {
+    const column = this.pointColumns.get(key);
+    if (column === undefined || this.relations.get(key)?.kind !== 'table') return undefined;
+    if (this.parents.has(key) || this.children.has(key)) return undefined;
+    return column;
+  }
 
   static async load(db: CatalogQuery): Promise<DatabaseCatalog> {
     const loadedAt = Date.now();
@@ -287,6 +324,14 @@ export class DatabaseCatalog {
     for (const [oid, code] of facts.mutableOperators) {
       mutableOperators.set(oid, VOLATILITY[code]!);
     }
+    const pointColumns = new Map<string, PointColumn>();
+    for (const [oid, column, type, deterministic] of facts.pointColumns) {
+      const key = known(oid);
+      const family = POINT_TYPES[type];
+      // Only keys whose text form is canonical: integers, and text compared byte for byte.
+      if (key === undefined || family === undefined || (family === 'text' && !deterministic)) continue;
+      pointColumns.set(key, { name: column, family });
+    }
     const userOperators = new Map<string, Volatility>();
     for (const [name, code] of facts.userOperators) {
       const volatility = VOLATILITY[code]!;
@@ -339,6 +384,7 @@ export class DatabaseCatalog {
       schemas,
       new Set(facts.roles),
       userOperators,
+      pointColumns,
     );
   }
 

@@ -43,6 +43,7 @@ interface CandidateBatch {
   sql: string | undefined;
   paramTypes: string;
   bindTail: string | undefined;
+  bindFrame: Buffer | undefined;
   /** The message types (and Describe kinds, Execute row limit) that shape the reply. */
   shape: string;
   bytes: number;
@@ -140,8 +141,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private pendingCapture: ResponseCapture | null = null;
   /** Tables written in the current transaction, bumped again when it ends. */
   private transactionWrites: Set<string> | 'all' | 'schema' | null = null;
-  /** What each named (and the unnamed) statement writes, to bump again at each Bind. */
-  private statementWrites: Map<string, Writes> | undefined;
+  /** Statements (named, and the unnamed one) that may write: judged again at each Bind. */
+  private statementWrites: Map<string, { sql: string; paramTypes: Buffer }> | undefined;
   /** State (a temp table, say) that may shadow what the cache knows: no cached reads. */
   private cacheReadsUnsafe = false;
   private pausedForClientDrain = false;
@@ -199,8 +200,23 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   // ---- client → server ------------------------------------------------------------------------
 
   private readonly onClientData = (chunk: Buffer): void => {
-    this.reader.read(chunk, this);
+    // A bug in handling one client's bytes costs that client (XX000), never the process.
+    // try/catch costs nothing in V8 while nothing throws.
+    try {
+      this.reader.read(chunk, this);
+    } catch (err) {
+      this.fail(err as Error);
+    }
   };
+
+  /** Runs a deferred step (a promise callback) so that a bug in it closes only this client. */
+  private guarded(step: () => void): void {
+    try {
+      step();
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  }
 
   onFrame(type: number, buf: Buffer, start: number, end: number): void {
     // One field test per frame; set only between a lone LISTEN's Parse (or Bind) and its Sync.
@@ -654,7 +670,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       if (!this.mayReadFromCache) return false;
       // Whatever precedes goes out now; the batch's own bytes are held from here.
       this.forwardRun(buf, start);
-      batch = { diverted: [], sql: undefined, paramTypes: '', bindTail: undefined, shape: '', bytes: 0 };
+      batch = {
+        diverted: [],
+        sql: undefined,
+        paramTypes: '',
+        bindTail: undefined,
+        bindFrame: undefined,
+        shape: '',
+        bytes: 0,
+      };
       this.batch = batch;
     }
     switch (type) {
@@ -683,6 +707,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           break;
         }
         batch.bindTail = buf.toString('latin1', target.nameEnd, end);
+        batch.bindFrame = buf.subarray(start, end);
         batch.shape += 'B';
         return false;
       }
@@ -729,6 +754,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.cacheContext,
       batch.sql!,
       `E${batch.shape}\0${batch.paramTypes}\0${batch.bindTail}`,
+      { frame: batch.bindFrame!, paramTypes: Buffer.from(batch.paramTypes, 'latin1') },
     );
     if (plan === undefined) {
       this.forwardRun(buf, start);
@@ -775,8 +801,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.cacheParked = true;
     this.socket.pause();
     wait.then(
-      (found) => this.finishParked(cache, plan, frames, found),
-      () => this.finishParked(cache, plan, frames, undefined),
+      (found) => this.guarded(() => this.finishParked(cache, plan, frames, found)),
+      () => this.guarded(() => this.finishParked(cache, plan, frames, undefined)),
     );
   }
 
@@ -875,10 +901,16 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       if (!this.closed && held.length > 0)
         this.writeCached(held.length === 1 ? held[0]! : Buffer.concat(held));
     };
-    published.then(release, release);
+    published.then(
+      () => this.guarded(release),
+      () => this.guarded(release),
+    );
   }
 
-  /** A Parse with the cache on: its writes are bumped now and remembered for later Binds. */
+  /**
+   * A Parse with the cache on: whether the statement may write is remembered; what it writes is
+   * bumped at each Bind, when its parameter values are known and it is about to run.
+   */
   private noteParsedWrites(
     cache: ResultCache,
     buf: Buffer,
@@ -887,24 +919,26 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     queryStart: number,
     queryEnd: number,
   ): void {
-    const verdict = cache.judge(this.cacheContext, buf.toString('utf8', queryStart, queryEnd), false);
     const name = peekParseName(buf, start, end);
     if (name === undefined) return;
-    if (verdict.writes === undefined) {
+    const sql = buf.toString('utf8', queryStart, queryEnd);
+    if (cache.writeTemplate(this.cacheContext, sql) === undefined) {
       this.statementWrites?.delete(name);
       return;
     }
-    this.noteTransactionWrites(verdict.writes);
     this.statementWrites ??= new Map();
-    this.statementWrites.set(name, verdict.writes);
+    this.statementWrites.set(name, { sql, paramTypes: Buffer.from(buf.subarray(queryEnd + 1, end)) });
   }
 
-  /** A Bind of a statement that writes: bump again, as if it were parsed anew. */
+  /** A Bind of a statement that may write: bump what it writes with these values. */
   private noteBoundWrites(buf: Buffer, start: number, end: number): void {
     const target = peekBindStatement(buf, start, end);
-    const writes = target === undefined ? undefined : this.statementWrites?.get(target.name);
-    if (writes === undefined || this.cache === undefined) return;
-    this.cache.bump(this.database, writes);
+    const template = target === undefined ? undefined : this.statementWrites?.get(target.name);
+    if (template === undefined || this.cache === undefined) return;
+    const writes = this.cache.bindWrites(this.cacheContext, template.sql, {
+      frame: buf.subarray(start, end),
+      paramTypes: template.paramTypes,
+    });
     this.noteTransactionWrites(writes);
   }
 
@@ -955,8 +989,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       done = Promise.resolve();
     }
     done.then(
-      () => this.finishHubCommand(undefined, replies),
-      (err: Error) => this.finishHubCommand(err, replies),
+      () => this.guarded(() => this.finishHubCommand(undefined, replies)),
+      (err: Error) => this.guarded(() => this.finishHubCommand(err, replies)),
     );
   }
 

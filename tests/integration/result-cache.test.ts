@@ -185,6 +185,70 @@ describe('result cache', () => {
     await c.end();
   });
 
+  it('invalidates per key value: a write to one symbol leaves the others cached, never stale', async () => {
+    const c = await connect();
+    const writer = await connect();
+    const direct = await directClient(db);
+    await direct.query("insert into prices values ('P1', 1), ('P2', 2) on conflict do nothing");
+    const read = async (symbol: string) =>
+      (await c.query('select price from prices where symbol = $1', [symbol])).rows.map((r) =>
+        Number(r.price),
+      );
+    const readSimple = async (symbol: string) =>
+      (await c.query(`select price from prices where symbol = '${symbol}'`)).rows.map((r) => Number(r.price));
+    for (const s of ['P1', 'P2', 'P3']) {
+      await read(s);
+      await readSimple(s);
+    }
+    let hits = cache.stats.hits;
+    // A write confined to P1 (simple protocol, then extended) orphans P1's entries only.
+    await writer.query("update prices set price = 11 where symbol = 'P1'");
+    expect(await read('P1')).toEqual([11]);
+    expect(await readSimple('P1')).toEqual([11]);
+    expect(cache.stats.hits).toBe(hits);
+    expect(await read('P2')).toEqual([2]);
+    expect(await readSimple('P2')).toEqual([2]);
+    expect(cache.stats.hits).toBe(hits + 2);
+    await writer.query('update prices set price = $1 where symbol = $2', [12, 'P1']);
+    expect(await read('P1')).toEqual([12]);
+    // An insert of a new key: the cached empty answer for it goes.
+    expect(await read('P3')).toEqual([]);
+    await writer.query("insert into prices(symbol, price) values ('P3', 3)");
+    expect(await read('P3')).toEqual([3]);
+    await writer.query(
+      'insert into prices(symbol, price) values ($1, $2) on conflict (symbol) do update set price = excluded.price',
+      ['P3', 33],
+    );
+    expect(await read('P3')).toEqual([33]);
+    // A write that moves a row to another key, or is not confined to keys, orphans every key.
+    await read('P4');
+    await writer.query("update prices set symbol = 'P4' where symbol = 'P3'");
+    expect(await read('P4')).toEqual([33]);
+    expect(await read('P3')).toEqual([]);
+    await read('P2');
+    await writer.query('update prices set price = price + 100 where price < 3');
+    expect(await read('P2')).toEqual([102]);
+    // Whole-table readers see point writes.
+    const count = async () => Number((await c.query('select count(*) from prices')).rows[0].count);
+    const before = await count();
+    await count();
+    hits = cache.stats.hits;
+    await writer.query("delete from prices where symbol = 'P4'");
+    expect(await count()).toBe(before - 1);
+    expect(cache.stats.hits).toBe(hits);
+    // Every answer above is what PostgreSQL says now.
+    for (const s of ['P1', 'P2', 'P3', 'P4']) {
+      const truth = (await direct.query('select price from prices where symbol = $1', [s])).rows.map((r) =>
+        Number(r.price),
+      );
+      expect(await read(s)).toEqual(truth);
+      expect(await readSimple(s)).toEqual(truth);
+    }
+    await direct.end();
+    await c.end();
+    await writer.end();
+  });
+
   it('invalidates reads of a view when its base table is written, and on volatile user functions', async () => {
     const c = await connect();
     const read = async () => Number((await c.query('select price from btc_view')).rows[0].price);
