@@ -74,12 +74,6 @@ export interface ResultCacheStats {
 
 type Waiter = (entry: Buffer | undefined) => void;
 
-/**
- * PostgreSQL's default search_path, assumed for clients that never set one. A role or database
- * with its own default (ALTER ROLE ... SET search_path) resolves differently on the server; see
- * README "Result cache" for what that means.
- */
-const DEFAULT_SEARCH_PATH = '"$user", public';
 
 export class ResultCache {
   readonly analyzer = new QueryAnalyzer();
@@ -191,7 +185,7 @@ export class ResultCache {
     if (analysis.tablesWritten.length > 0) {
       if (!catalog) return 'all';
       writes = [];
-      const searchPath = ctx.searchPath ?? DEFAULT_SEARCH_PATH;
+      const searchPath = ctx.searchPath ?? catalog.defaultSearchPath(ctx.user);
       for (const ref of analysis.tablesWritten) {
         const key = catalog.resolve(ref, searchPath, ctx.user);
         // Unknown, or triggers/rules that write elsewhere: assume it writes anything.
@@ -212,7 +206,7 @@ export class ResultCache {
     for (const fn of analysis.functions) {
       if (fn.schema === 'pg_catalog') continue;
       if (!catalog) return 'all';
-      const searchPath = ctx.searchPath ?? DEFAULT_SEARCH_PATH;
+      const searchPath = ctx.searchPath ?? catalog.defaultSearchPath(ctx.user);
       const volatility = catalog.volatility(fn, searchPath, ctx.user);
       if (volatility === undefined) return 'all';
       // pg_catalog comes first on every search path: an unqualified builtin name is the builtin.
@@ -271,7 +265,7 @@ export class ResultCache {
     params?: BoundParameters,
   ): ReadPlan | undefined {
     if (!analysis.readOnly || analysis.lockingClause) return undefined;
-    const searchPath = ctx.searchPath ?? DEFAULT_SEARCH_PATH;
+    const searchPath = ctx.searchPath ?? catalog.defaultSearchPath(ctx.user);
     for (const fn of analysis.functions) {
       if (catalog.volatility(fn, searchPath, ctx.user) !== 'immutable') return undefined;
     }

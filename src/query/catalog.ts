@@ -130,7 +130,16 @@ SELECT NULL::text AS view, NULL::text AS depends, NULL::text AS tree, json_build
       SELECT 1 FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) x
       WHERE x.grantee = 0 AND x.privilege_type = 'USAGE') AS public_usage) a
     WHERE n.nspname !~ '^pg_(toast_)?temp_'),
-  'roles', (SELECT coalesce(json_agg(o.rolname), '[]') FROM pg_roles o)
+  'roles', (SELECT coalesce(json_agg(o.rolname), '[]') FROM pg_roles o),
+  'searchPathSettings', (SELECT coalesce(json_agg(json_build_array(r.rolname, s.setdatabase <> 0,
+      substr(c, length('search_path=') + 1))), '[]')
+    FROM pg_db_role_setting s
+    LEFT JOIN pg_roles r ON r.oid = s.setrole
+    CROSS JOIN LATERAL unnest(s.setconfig) c
+    WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+      AND c LIKE 'search\\_path=%'),
+  'serverSearchPath', (SELECT CASE WHEN source IN ('database', 'user', 'database user', 'session')
+      THEN boot_val ELSE reset_val END FROM pg_settings WHERE name = 'search_path')
 )::text AS facts
 UNION ALL
 SELECT w.ev_class::text, array_to_json(ARRAY(
@@ -185,6 +194,10 @@ interface Facts {
   /** name, roles with USAGE or null when PUBLIC has it */
   schemas: [string, string[] | null][];
   roles: string[];
+  /** role (null: every role), whether for this database only, the search_path it sets */
+  searchPathSettings: [string | null, boolean, string][];
+  /** search_path as the server's configuration sets it (ALTER ROLE/DATABASE settings apart) */
+  serverSearchPath: string;
 }
 
 interface Relation extends RelationInfo {
@@ -238,7 +251,27 @@ export class DatabaseCatalog {
     /** Operator name -> worst volatility over operators defined outside pg_catalog. */
     private readonly userOperators: ReadonlyMap<string, Volatility>,
     private readonly pointColumns: ReadonlyMap<string, PointColumn>,
+    private readonly searchPathSettings: readonly [string | null, boolean, string][],
+    private readonly serverSearchPath: string,
   ) {}
+
+  /**
+   * The search_path a session of `user` starts with in this database when it sets none, as
+   * PostgreSQL picks it: ALTER ROLE ... IN DATABASE, then ALTER ROLE, then ALTER DATABASE, then
+   * the server's configuration.
+   */
+  defaultSearchPath(user: string): string {
+    let best: string | undefined;
+    let rank = 0;
+    for (const [role, inDatabase, value] of this.searchPathSettings) {
+      const r = role === user ? (inDatabase ? 4 : 3) : role === null && inDatabase ? 2 : 0;
+      if (r > rank) {
+        rank = r;
+        best = value;
+      }
+    }
+    return best ?? this.serverSearchPath;
+  }
 
   /**
    * The column whose values the result cache may version one by one for `key`: its single-column
@@ -385,6 +418,8 @@ export class DatabaseCatalog {
       new Set(facts.roles),
       userOperators,
       pointColumns,
+      facts.searchPathSettings,
+      facts.serverSearchPath,
     );
   }
 

@@ -4,6 +4,8 @@
 // on that server before the client's own messages. Classification is by the statement's leading
 // keywords: cheap, and conservative where it cannot tell (it pins rather than leak state).
 
+import { parseSearchPath } from '../query/catalog.js';
+
 /** What a statement does to session state, as far as pooling cares. */
 export type SessionEffect =
   | { kind: 'set'; name: string; sql: string }
@@ -35,8 +37,28 @@ function settingName(name: string): string {
   return /^[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;
 }
 
+// List settings whose SET takes each quoted literal as one element: `SET search_path TO 'a, b'`
+// names one schema called "a, b". A startup value is list text (`a, b`), so it is replayed as a
+// list of quoted identifiers instead.
+const LIST_SETTINGS = new Set([
+  'search_path',
+  'temp_tablespaces',
+  'session_preload_libraries',
+  'local_preload_libraries',
+]);
+
+function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
 /** `SET name TO 'value'` for a startup parameter. */
 export function setStatement(name: string, value: string): string {
+  if (LIST_SETTINGS.has(name.toLowerCase())) {
+    const items = parseSearchPath(value);
+    if (items !== null && items.length > 0) {
+      return `SET ${settingName(name)} TO ${items.map(quoteIdentifier).join(', ')}`;
+    }
+  }
   return `SET ${settingName(name)} TO ${literal(value)}`;
 }
 

@@ -201,6 +201,34 @@ describe('resolve', () => {
   });
 });
 
+describe('defaultSearchPath', () => {
+  it('picks the search_path a new session of the role gets, as PostgreSQL does', async () => {
+    const other = await createTestDatabase('query_catalog_other');
+    const id = (name: string) => client.escapeIdentifier(name);
+    try {
+      expect(catalog.defaultSearchPath(owner)).toBe('"$user", public');
+      await client.query(`alter database ${id(db)} set search_path = trading, public`);
+      await client.query(`alter role ${id(outsider)} set search_path = archive`);
+      await client.query(`alter role ${id(owner)} in database ${id(other)} set search_path = elsewhere`);
+      const loaded = await DatabaseCatalog.load(client);
+      expect(loaded.defaultSearchPath(owner)).toBe('trading, public');
+      expect(loaded.defaultSearchPath(outsider)).toBe('archive');
+      await client.query(`alter role ${id(owner)} in database ${id(db)} set search_path = pinned`);
+      expect((await DatabaseCatalog.load(client)).defaultSearchPath(owner)).toBe('pinned');
+      // What a real session of that role reports.
+      const session = await directClient(db, { user: owner, password: `pw ${suffix}` });
+      const shown = (await session.query('show search_path')).rows[0].search_path;
+      await session.end();
+      expect(shown).toBe('pinned');
+    } finally {
+      await client.query(`alter database ${id(db)} reset search_path`);
+      await client.query(`alter role ${id(outsider)} reset search_path`);
+      await client.query(`alter role ${id(owner)} in database ${id(db)} reset search_path`);
+      await dropTestDatabase(other);
+    }
+  });
+});
+
 describe('readKeys', () => {
   it('answers the relation itself for tables, partitioned tables, partitions and materialized views', () => {
     for (const key of [

@@ -131,7 +131,7 @@ describe('startup parameters', () => {
     );
     expect([...settings.entries()]).toEqual([
       ['application_name', "SET application_name TO 'momentum''s bot'"],
-      ['search_path', "SET search_path TO 'beta'"],
+      ['search_path', 'SET search_path TO "beta"'],
       ['statement_timeout', "SET statement_timeout TO '5s'"],
       ['my.flag', "SET my.flag TO 'a b'"],
     ]);
@@ -154,5 +154,21 @@ describe('SessionSettings', () => {
     expect(s.commit().serverSignature).toBe(UNKNOWN_SETTINGS);
     expect(s.signature).toBe(start);
     expect(s.replayQuery.toString('utf8', 5)).toBe("RESET ALL; SET TimeZone TO 'UTC'\0");
+  });
+});
+
+describe('startup search_path', () => {
+  it('replays a list as quoted identifiers, not as one quoted schema name', () => {
+    const settings = startupSettings(new Map([['search_path', 'trading, Public, "Mixed Case", "$user"']]));
+    expect(settings.get('search_path')).toBe('SET search_path TO "trading", "public", "Mixed Case", "$user"');
+    const single = new SessionSettings(startupSettings(new Map([['options', '-c search_path=alpha,beta']])));
+    expect(single.searchPath).toBe('"alpha", "beta"');
+  });
+
+  it('keeps a string-literal SET as one schema, as PostgreSQL does', () => {
+    const s = new SessionSettings(new Map());
+    s.note({ kind: 'set', name: 'search_path', sql: "SET search_path TO 'a, b'" });
+    s.commit();
+    expect(s.searchPath).toBe('"a, b"');
   });
 });
