@@ -74,7 +74,6 @@ export interface ResultCacheStats {
 
 type Waiter = (entry: Buffer | undefined) => void;
 
-
 export class ResultCache {
   readonly analyzer = new QueryAnalyzer();
   readonly memory: MemoryTier;
