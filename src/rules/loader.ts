@@ -219,9 +219,11 @@ function locate(doc: Doc, path: (string | number)[]): number {
   return 0;
 }
 
-/** `rule "name": ` for an issue inside a rule that has a readable name, else ''. */
+/** `rule "name": ` for an issue inside a rule (`rules[i]: ` while it has no name), `tests[i]: `. */
 function rulePrefix(doc: Doc, path: (string | number)[]): string {
-  if (path[0] !== 'rules' || typeof path[1] !== 'number') return '';
+  if (typeof path[1] !== 'number') return '';
+  if (path[0] === 'tests') return `tests[${path[1]}]: `;
+  if (path[0] !== 'rules') return '';
   const name = doc.getIn(['rules', path[1], 'name']);
   return typeof name === 'string' && name !== '' ? `rule "${name}": ` : `rules[${path[1]}]: `;
 }
@@ -230,8 +232,7 @@ function rulePrefix(doc: Doc, path: (string | number)[]): string {
 function label(path: (string | number)[]): string {
   const inner =
     (path[0] === 'rules' || path[0] === 'tests') && typeof path[1] === 'number' ? path.slice(2) : path;
-  if (inner.length === 0)
-    return path[0] === 'tests' && typeof path[1] === 'number' ? `tests[${path[1]}]: ` : '';
+  if (inner.length === 0) return '';
   return `${inner
     .map((p) => (typeof p === 'number' ? `[${p}]` : p))
     .join('.')
@@ -240,5 +241,7 @@ function label(path: (string | number)[]): string {
 
 /** zod's "Invalid input: expected boolean, received string" -> "expected boolean, received string". */
 function simplify(message: string): string {
-  return message.replace(/^Invalid (input|option): /, '');
+  return message
+    .replace(/^Invalid (input|option): /, '')
+    .replace(/^expected (\w+), received undefined$/, 'missing (expected $1)');
 }
