@@ -5,15 +5,11 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Document, isMap, isScalar, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { BUILTIN_REWRITE_NAMES } from './rewrites.js';
 import { compileRuleRegex, RuleSet } from './rule-set.js';
 import { type Rule, type RulesFileData, type RuleTest, rulesFileSchema } from './schema.js';
 
-/**
- * The built-in rewrites `rewrite.builtin` may name. src/rules/rewrites.ts (which implements them
- * and exports BUILTIN_REWRITE_NAMES) did not exist when this loader was written, so the check runs
- * against this list; once that file exists this should import its list instead.
- */
-export const KNOWN_BUILTIN_REWRITES: readonly string[] = ['sargable-time-range', 'count-exists'];
+const KNOWN_BUILTIN_REWRITES: readonly string[] = BUILTIN_REWRITE_NAMES;
 
 export class RulesError extends Error {
   /** Each "file:line:column: what is wrong". */
