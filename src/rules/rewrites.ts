@@ -27,7 +27,10 @@
 // - sargable-time-range, `extract(epoch from col) <op> N` with an integer literal N becomes
 //   `col <op> '<N as UTC>+00'`: an untyped literal, read as timestamptz it is the instant N, read
 //   as timestamp the zone is ignored and it is the nominal instant N — which is what extract(epoch)
-//   means for each type (docs, "EXTRACT, date_part"). Exact for both types, any TimeZone.
+//   means for each type (docs, "EXTRACT, date_part"). Exact for both types, any TimeZone. It
+//   assumes the column IS one of those two: on a date column the literal reads as its date, exact
+//   only when N is a whole day; on time/timetz/interval columns extract(epoch) means something
+//   else and the rewrite is wrong. Use the rule only on statements over timestamp(tz) columns.
 // - count-exists: `(SELECT count(*) FROM … ) > 0` (also >= 1, <> 0, = 0, and mirrored) becomes
 //   `EXISTS (SELECT 1 FROM … )`: count(*) of a plain SELECT without GROUP BY/HAVING/LIMIT/DISTINCT/
 //   set operations returns exactly one non-NULL row, so both sides are never NULL and agree.
