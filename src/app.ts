@@ -9,7 +9,10 @@ import { loadUsers } from './config/users.js';
 import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded-postgres.js';
 import { logger } from './observe/logger.js';
 import { PoolManager, type UpstreamEndpoint } from './pool/pool-manager.js';
+import { loadQueryParser, QueryAnalyzer } from './query/analysis.js';
 import { type CatalogConnection, CatalogRegistry } from './query/catalog-registry.js';
+import { RuleEngine } from './rules/rule-engine.js';
+import { RulesWatcher } from './rules/watcher.js';
 import { ProxyServer } from './server/proxy-server.js';
 
 export interface RunningSluice {
@@ -22,6 +25,9 @@ export interface RunningSluice {
   proxy: ProxyServer;
   pools: PoolManager;
   cache: ResultCache | undefined;
+  rules: RuleEngine | undefined;
+  /** The watcher behind `rules` (reload counts, the last refused file). */
+  rulesWatcher: RulesWatcher | undefined;
   /** Graceful: let transactions finish up to shutdown_timeout, then close. */
   stop(): Promise<void>;
 }
@@ -95,6 +101,26 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     await embedded?.stop();
     throw err;
   }
+  let watcher: RulesWatcher | undefined;
+  let rules: RuleEngine | undefined;
+  if (config.rules !== undefined) {
+    try {
+      await loadQueryParser();
+      watcher = new RulesWatcher(config.rules, {
+        onReload: (set) =>
+          logger.info({ rules: set.rules.length, files: set.files.length }, 'rules reloaded'),
+        onError: (err) =>
+          logger.warn({ problems: err.problems }, 'rules file refused; the rules in force stay in force'),
+      });
+      watcher.start();
+    } catch (err) {
+      pools.close();
+      await cache?.close();
+      await embedded?.stop();
+      throw err;
+    }
+    rules = new RuleEngine(watcher, cache?.analyzer ?? new QueryAnalyzer());
+  }
   const listen = splitHostPort(config.listen);
   const proxy = new ProxyServer({
     host: listen.host,
@@ -107,11 +133,13 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     passwordOf,
     pools,
     cache,
+    rules,
   });
   let address: { host: string; port: number };
   try {
     address = await proxy.listen();
   } catch (err) {
+    watcher?.close();
     pools.close();
     await cache?.close();
     await embedded?.stop();
@@ -132,8 +160,11 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     proxy,
     pools,
     cache,
+    rules,
+    rulesWatcher: watcher,
     stop() {
       stopping ??= (async () => {
+        watcher?.close();
         await proxy.shutdown(config.shutdown_timeout * 1000);
         await cache?.close();
         await embedded?.stop();

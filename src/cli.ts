@@ -5,6 +5,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { startSluice } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { logger } from './observe/logger.js';
+import { checkRules, explainStatement } from './rules/commands.js';
+import { loadRulesDir, RulesError } from './rules/loader.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -47,6 +49,7 @@ program
     'client connection limit (default 1000; env: SLUICE_MAX_CLIENT_CONN)',
     positiveInt,
   )
+  .option('--rules <dir>', 'rules directory, watched and reloaded on change (env: SLUICE_RULES)')
   .option('--cache', 'answer repeated reads from the result cache (env: SLUICE_CACHE=true)')
   .option('--redis <url>', 'shared cache tier and invalidation bus, redis://host:port (env: SLUICE_REDIS)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env: SLUICE_LOG_LEVEL)')
@@ -65,6 +68,7 @@ program
           max_client_conn: flags.maxClientConn,
           cache: flags.cache,
           redis: flags.redis,
+          rules: flags.rules,
           log_level: flags.logLevel,
         },
       });
@@ -75,7 +79,16 @@ program
       }
       throw err;
     }
-    const sluice = await startSluice(config);
+    let sluice: Awaited<ReturnType<typeof startSluice>>;
+    try {
+      sluice = await startSluice(config);
+    } catch (err) {
+      if (err instanceof RulesError) {
+        process.stderr.write(`sluice: rules refused:\n${err.problems.join('\n')}\n`);
+        process.exit(2);
+      }
+      throw err;
+    }
     logger.info(
       {
         listen: `${sluice.host}:${sluice.port}`,
@@ -105,6 +118,50 @@ program
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
   });
+
+const rules = program.command('rules').description('check and explain rules files');
+
+rules
+  .command('check')
+  .description('load a rules directory and run the test cases its files carry (exit 1 on a failure)')
+  .argument('[dir]', 'rules directory', 'rules')
+  .action(async (dir: string) => {
+    await runRulesCommand(() => checkRules(dir));
+  });
+
+rules
+  .command('explain')
+  .description('show the analysis of a statement, the rules that match it and the final query')
+  .argument('<sql>', 'the statement')
+  .option('--rules <dir>', 'rules directory', 'rules')
+  .option('--user <name>', 'user to match rules against', 'postgres')
+  .option('--database <name>', 'database to match rules against', 'postgres')
+  .option('--application-name <name>', 'application_name to match rules against')
+  .action(async (sql: string, flags: Record<string, string | undefined>) => {
+    await runRulesCommand(() =>
+      explainStatement(sql, loadRulesDir(flags.rules ?? 'rules'), {
+        user: flags.user ?? 'postgres',
+        database: flags.database ?? 'postgres',
+        applicationName: flags.applicationName,
+      }),
+    );
+  });
+
+/** Prints a rules command's output; a rules directory that does not load exits 2 with its problems. */
+async function runRulesCommand(run: () => Promise<{ text: string; code: number }>): Promise<void> {
+  try {
+    const { text, code } = await run();
+    process.stdout.write(`${text}\n`);
+    process.exitCode = code;
+  } catch (err) {
+    if (err instanceof RulesError) {
+      process.stderr.write(`sluice: rules refused:\n${err.problems.join('\n')}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+}
 
 program.parseAsync().catch((err: unknown) => {
   logger.error({ err }, 'sluice failed');

@@ -49,6 +49,8 @@ export const configSchema = z
     client_login_timeout: seconds.default(60),
     shutdown_timeout: seconds.default(30),
     server_reset_query: z.string().default('DISCARD ALL'),
+    /** A directory of rules/*.yaml files, watched and reloaded when they change. */
+    rules: z.string().optional(),
     /** The result cache (off unless asked for: it changes what "fresh" means for reads). */
     cache: z.boolean().default(false),
     cache_max_bytes: z

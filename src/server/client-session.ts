@@ -3,6 +3,7 @@
 // send, forwarding in whole runs with backpressure both ways, and deciding, at each
 // ReadyForQuery, whether the pool mode lets the server go back to the pool.
 import type { Socket } from 'node:net';
+import { serialize } from 'pg-protocol';
 import type { ResponseCapture } from '../cache/response-capture.js';
 import type { CacheContext, ReadPlan, ResultCache, Writes } from '../cache/result-cache.js';
 import { logger } from '../observe/logger.js';
@@ -21,6 +22,8 @@ import {
   peekTarget,
   STATEMENT,
 } from '../protocol/statement-frames.js';
+import { blockedError, type RuleEngine } from '../rules/rule-engine.js';
+import type { MatchContext } from '../rules/rule-set.js';
 import {
   ClientStatements,
   isVerification,
@@ -32,6 +35,9 @@ import {
 import { classifyQuery, mayAffectSession, SessionSettings } from './session-state.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
+
+/** Sent in place of a blocked Query that cannot be answered at once: it fails on any server. */
+const BLOCKED_QUERY = serialize.query('SLUICE BLOCKED STATEMENT');
 
 /**
  * Parse (unnamed) / Bind / Describe / Execute / Sync read with the cache on: what it sends is
@@ -163,6 +169,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     private readonly hooks: SessionHooks,
     startup: ReadonlyMap<string, string> = new Map(),
     private readonly cache: ResultCache | undefined = undefined,
+    private readonly rules: RuleEngine | undefined = undefined,
   ) {
     this.settings = new SessionSettings(startup);
     this.reader = new FrameReader(CLIENT_INSPECT, maxMessageBytes);
@@ -229,6 +236,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     }
     switch (type) {
       case FrontendType.Query:
+        if (this.rules !== undefined && this.onQueryWithRules(this.rules, buf, start, end)) return;
         if (this.cache !== undefined && this.onQueryWithCache(this.cache, buf, start, end)) return;
         this.awaitingReady++;
         this.syncsSinceExecute = 0;
@@ -260,6 +268,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         // Bytes first: the common statement is never decoded here.
         const queryStart = parseQueryStart(buf, start, end);
         const queryEnd = queryStart < 0 ? -1 : parseQueryEnd(buf, queryStart, end);
+        if (this.rules !== undefined && queryEnd >= 0) {
+          const blocked = this.blockedBy(this.rules, buf.toString('utf8', queryStart, queryEnd));
+          if (blocked !== undefined) {
+            this.beginFrame(buf, start);
+            this.statements.blockParse(this, blocked);
+            this.runStart = end;
+            return;
+          }
+        }
         if (queryEnd >= 0 && mayAffectSession(buf, queryStart, queryEnd)) {
           const sql = buf.toString('utf8', queryStart, queryEnd);
           if (this.tryHubParse(sql, buf, start, end, queryEnd)) return;
@@ -595,6 +612,64 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   onStatementDescription(buf: Buffer, start: number, end: number): void {
     const v = this.statements.onStatementDescription(buf, start, end);
     if (v !== undefined && v === this.holding) this.resolveHold();
+  }
+
+  // ---- rules -----------------------------------------------------------------------------------
+
+  private get matchContext(): MatchContext {
+    return {
+      user: this.user,
+      database: this.database,
+      applicationName: this.parameters.get('application_name'),
+    };
+  }
+
+  /** The error for `sql` if a rule blocks it. */
+  private blockedBy(rules: RuleEngine, sql: string): Buffer | undefined {
+    const verdict = rules.judge(sql, this.matchContext);
+    return verdict?.blockedBy ? blockedError(verdict.blockedBy) : undefined;
+  }
+
+  /**
+   * A Query with rules loaded: blocked (answered 42501, never run) or rewritten (the new text
+   * goes instead). Returns true when the frame was handled here.
+   */
+  private onQueryWithRules(rules: RuleEngine, buf: Buffer, start: number, end: number): boolean {
+    const sql = buf.toString('utf8', start + 5, end - 1);
+    const verdict = rules.judge(sql, this.matchContext);
+    if (verdict === undefined) return false;
+    if (verdict.blockedBy) {
+      const error = blockedError(verdict.blockedBy);
+      this.forwardRun(buf, start);
+      this.runStart = end;
+      if (this.mayReadFromCache) {
+        // Nothing in flight, no transaction: answer at once, no server needed.
+        this.writeCached(Buffer.concat([error, READY_FOR_QUERY.I]));
+        return true;
+      }
+      // Replies must stay in order, and an error inside a transaction aborts it: a statement the
+      // server is sure to reject goes instead, and its error is replaced by the rule's.
+      this.awaitingReady++;
+      this.syncsSinceExecute = 0;
+      this.statements.expectReplacedError(error);
+      this.statements.expectReady();
+      this.send(BLOCKED_QUERY);
+      return true;
+    }
+    const rewritten = verdict.rewritten;
+    if (rewritten === undefined) return false;
+    this.forwardRun(buf, start);
+    this.runStart = end;
+    this.awaitingReady++;
+    this.syncsSinceExecute = 0;
+    this.statements.expectReady();
+    // Built-in rewrites touch WHERE clauses only: what the statement writes is judged anew.
+    if (this.cache !== undefined) {
+      const writes = this.cache.judge(this.cacheContext, rewritten, false).writes;
+      if (writes !== undefined) this.noteTransactionWrites(writes);
+    }
+    this.send(serialize.query(rewritten));
+    return true;
   }
 
   // ---- result cache ---------------------------------------------------------------------------

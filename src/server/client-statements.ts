@@ -167,6 +167,21 @@ export class ClientStatements {
     this.expected.push(BATCH_END);
   }
 
+  /**
+   * The next message fails on the server on purpose (a statement a rule blocked): its error is
+   * replaced by `error`, in order with every other reply, and the transaction is aborted as
+   * PostgreSQL would abort it.
+   */
+  expectReplacedError(error: Buffer): void {
+    this.expected.push({ replaceError: error });
+  }
+
+  /** A Parse a rule blocked: a Parse the server is sure to reject goes in its place. */
+  blockParse(sink: FrameSink, error: Buffer): void {
+    this.expected.push({ replaceError: error });
+    sink.emit(FAILING_PARSE);
+  }
+
   /** Syncs the server will ignore (sent during COPY IN) get no ReadyForQuery. */
   unexpectReady(count: number): void {
     for (let i = this.expected.length - 1; i >= 0 && count > 0; i--) {

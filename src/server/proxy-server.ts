@@ -16,6 +16,7 @@ import {
 } from '../protocol/backend-messages.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
+import type { RuleEngine } from '../rules/rule-engine.js';
 import { type AuthMethod, ClientGone, runLogin } from './client-login.js';
 import { ClientSession, type PoolMode } from './client-session.js';
 import { SessionSettings, startupSettings } from './session-state.js';
@@ -31,6 +32,7 @@ export interface ProxyServerOptions {
   passwordOf(user: string): string | undefined;
   pools: PoolManager;
   cache?: ResultCache | undefined;
+  rules?: RuleEngine | undefined;
 }
 
 /** The server's spelling of a reported parameter (e.g. DateStyle for datestyle). */
@@ -182,6 +184,7 @@ export class ProxyServer {
         { onSessionClosed: (s) => this.sessions.delete(s.processId) },
         startup,
         options.cache,
+        options.rules,
       );
       this.sessions.set(processId, session);
       session.start(result.leftover);
