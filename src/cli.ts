@@ -149,6 +149,8 @@ rules
 
 /** Prints a rules command's output; a rules directory that does not load exits 2 with its problems. */
 async function runRulesCommand(run: () => Promise<{ text: string; code: number }>): Promise<void> {
+  // `log: true` rules log their matches in the proxy; here the report is the output.
+  logger.level = 'warn';
   try {
     const { text, code } = await run();
     process.stdout.write(`${text}\n`);
