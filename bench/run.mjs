@@ -10,6 +10,7 @@ const SCENARIOS = {
   passthrough: () => import('./passthrough.mjs'),
   prepared: () => import('./prepared.mjs'),
   cache: () => import('./cache.mjs'),
+  rules: () => import('./rules.mjs'),
 };
 const ALL_TARGETS = ['direct', 'sluice', 'pgbouncer'];
 
