@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { logger } from '../observe/logger.js';
 import { loadQueryParser, type QueryAnalysis, QueryAnalyzer } from '../query/analysis.js';
-import type { DatabaseCatalog, RelationRef } from '../query/catalog.js';
+import type { DatabaseCatalog, RelationRef, Volatility } from '../query/catalog.js';
 import type { CatalogRegistry } from '../query/catalog-registry.js';
 import { MemoryTier } from './memory-tier.js';
 import {
@@ -36,6 +36,14 @@ export interface CacheContext {
   readonly settingsKey: string;
   /** undefined: the server's default, which Sluice does not know (see resolve()). */
   readonly searchPath: string | undefined;
+}
+
+/** What a rules file's `cache` action asks for a statement. */
+export interface CacheRule {
+  /** Seconds the entry lives (instead of cache_ttl). */
+  readonly ttl: number;
+  /** Stable functions (now(), current_date...) may be cached for that TTL. */
+  readonly allow_stable?: boolean | undefined;
 }
 
 /** A cacheable read: where its entry lives. */
@@ -131,7 +139,7 @@ export class ResultCache {
    * it replaces. `mayRead` says whether the session is in a state where a cached answer is valid
    * (autocommit, nothing in flight).
    */
-  judge(ctx: CacheContext, sql: string, mayRead: boolean): Verdict {
+  judge(ctx: CacheContext, sql: string, mayRead: boolean, rule?: CacheRule): Verdict {
     const analysis = this.analyzer.analyze(sql);
     const catalog = this.catalogs.get(ctx.database);
     const writes = this.writesOf(analysis, catalog, ctx);
@@ -141,7 +149,7 @@ export class ResultCache {
       return { read: undefined, writes };
     }
     if (!mayRead || analysis.kind !== 'select' || !this.mayServe) return NO_EFFECT;
-    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, '') : undefined;
+    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, '', undefined, rule) : undefined;
     if (!read) {
       this.stats.uncacheable++;
       return NO_EFFECT;
@@ -154,12 +162,18 @@ export class ResultCache {
    * or Bind. `extra` holds what else shapes the reply: message types, parameter types, the
    * Bind's parameters and result formats.
    */
-  planRead(ctx: CacheContext, sql: string, extra: string, params: BoundParameters): ReadPlan | undefined {
+  planRead(
+    ctx: CacheContext,
+    sql: string,
+    extra: string,
+    params: BoundParameters,
+    rule?: CacheRule,
+  ): ReadPlan | undefined {
     const analysis = this.analyzer.analyze(sql);
     if (analysis.kind !== 'select' || !this.mayServe) return undefined;
     const catalog = this.catalogs.get(ctx.database);
     if (this.writesOf(analysis, catalog, ctx) !== undefined) return undefined;
-    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, extra, params) : undefined;
+    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, extra, params, rule) : undefined;
     if (!read) this.stats.uncacheable++;
     return read;
   }
@@ -262,15 +276,19 @@ export class ResultCache {
     sql: string,
     extra: string,
     params?: BoundParameters,
+    rule?: CacheRule,
   ): ReadPlan | undefined {
     if (!analysis.readOnly || analysis.lockingClause) return undefined;
     const searchPath = ctx.searchPath ?? catalog.defaultSearchPath(ctx.user);
+    // Immutable only, or stable too where a rule allows it for its TTL (now() in a dashboard).
+    const allowed = (v: Volatility | undefined) =>
+      v === 'immutable' || (v === 'stable' && rule?.allow_stable === true);
     for (const fn of analysis.functions) {
-      if (catalog.volatility(fn, searchPath, ctx.user) !== 'immutable') return undefined;
+      if (!allowed(catalog.volatility(fn, searchPath, ctx.user))) return undefined;
     }
     for (const op of analysis.operators) {
       const volatility = catalog.userOperatorVolatility(op.name);
-      if (volatility !== undefined && volatility !== 'immutable') return undefined;
+      if (volatility !== undefined && !allowed(volatility)) return undefined;
     }
     const keys: string[] = [];
     const access = analysis.pointAccess;
@@ -288,7 +306,7 @@ export class ResultCache {
           : pointValues(access, column, params, undefined);
       if (key !== undefined && values !== undefined) {
         keys.push(nonPointKey(key), pointKey(key, values[0]!));
-        return this.planFor(ctx, keys, sql, extra);
+        return this.planFor(ctx, keys, sql, extra, rule);
       }
     }
     for (const ref of analysis.tablesRead) {
@@ -299,21 +317,22 @@ export class ResultCache {
         return undefined;
       }
       // System catalogs change without writes through Sluice; a view over now() is not immutable.
-      if (catalog.isSystem(key) || catalog.readVolatility(key) !== 'immutable') return undefined;
+      if (catalog.isSystem(key) || !allowed(catalog.readVolatility(key))) return undefined;
       for (const k of catalog.readKeys(key)) {
         // Row-level security policies may read other tables or settings no key can name.
         if (catalog.isSystem(k) || catalog.relation(k)?.rowSecurity) return undefined;
         keys.push(k);
       }
     }
-    return this.planFor(ctx, keys, sql, extra);
+    return this.planFor(ctx, keys, sql, extra, rule);
   }
 
-  private planFor(ctx: CacheContext, keys: string[], sql: string, extra: string): ReadPlan {
+  private planFor(ctx: CacheContext, keys: string[], sql: string, extra: string, rule?: CacheRule): ReadPlan {
     const tokens = this.versions.tokens(ctx.database, keys);
+    const degraded = this.options.redisUrl !== undefined && !this.versions.shared;
     return {
       key: `${ctx.database}\0${ctx.user}\0${ctx.settingsKey}\0${tokens}\0${sql}\0${extra}`,
-      ttlMs: this.ttlMs,
+      ttlMs: rule && !degraded ? rule.ttl * 1000 : this.ttlMs,
     };
   }
 

@@ -39,6 +39,14 @@ export class RuleEngine {
     return this.source.current;
   }
 
+  /** The `cache` action of the first matching rule that has one, without counting a match. */
+  cacheActionFor(sql: string, ctx: MatchContext): Rule['cache'] {
+    const set = this.source.current;
+    if (set.rules.length === 0) return undefined;
+    for (const rule of set.match(this.analyzer.analyze(sql), ctx)) if (rule.cache) return rule.cache;
+    return undefined;
+  }
+
   /** Judges one statement text; undefined when no rule matches (the common case, kept cheap). */
   judge(sql: string, ctx: MatchContext): RuleVerdict | undefined {
     const set = this.source.current;

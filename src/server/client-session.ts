@@ -5,7 +5,7 @@
 import type { Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
 import type { ResponseCapture } from '../cache/response-capture.js';
-import type { CacheContext, ReadPlan, ResultCache, Writes } from '../cache/result-cache.js';
+import type { CacheContext, CacheRule, ReadPlan, ResultCache, Writes } from '../cache/result-cache.js';
 import { logger } from '../observe/logger.js';
 import type { Pool, PoolWaiter } from '../pool/pool.js';
 import { type ServerConnection, type ServerOwner, UpstreamRejectedError } from '../pool/server-connection.js';
@@ -235,9 +235,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       if (this.onBatchFrame(this.cache, type, buf, start, end)) return;
     }
     switch (type) {
-      case FrontendType.Query:
-        if (this.rules !== undefined && this.onQueryWithRules(this.rules, buf, start, end)) return;
-        if (this.cache !== undefined && this.onQueryWithCache(this.cache, buf, start, end)) return;
+      case FrontendType.Query: {
+        let cacheRule: CacheRule | undefined;
+        if (this.rules !== undefined) {
+          const handled = this.onQueryWithRules(this.rules, buf, start, end);
+          if (handled === true) return;
+          cacheRule = handled;
+        }
+        if (this.cache !== undefined && this.onQueryWithCache(this.cache, buf, start, end, cacheRule)) return;
         this.awaitingReady++;
         this.syncsSinceExecute = 0;
         this.statements.expectReady();
@@ -247,6 +252,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           if (!this.tryListenHub(sql, buf, start, end)) this.noteSessionEffect(sql);
         }
         return;
+      }
       case FrontendType.Sync:
         // PostgreSQL ignores Sync during COPY IN; counting it would wait for a reply never sent.
         if (!this.clientInCopyIn) {
@@ -632,12 +638,18 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   /**
    * A Query with rules loaded: blocked (answered 42501, never run) or rewritten (the new text
-   * goes instead). Returns true when the frame was handled here.
+   * goes instead). Returns true when the frame was handled here, else the `cache` action of a
+   * matching rule, if any, for the cache to apply.
    */
-  private onQueryWithRules(rules: RuleEngine, buf: Buffer, start: number, end: number): boolean {
+  private onQueryWithRules(
+    rules: RuleEngine,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): true | CacheRule | undefined {
     const sql = buf.toString('utf8', start + 5, end - 1);
     const verdict = rules.judge(sql, this.matchContext);
-    if (verdict === undefined) return false;
+    if (verdict === undefined) return undefined;
     if (verdict.blockedBy) {
       const error = blockedError(verdict.blockedBy);
       this.forwardRun(buf, start);
@@ -657,7 +669,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       return true;
     }
     const rewritten = verdict.rewritten;
-    if (rewritten === undefined) return false;
+    if (rewritten === undefined) return verdict.matched.find((rule) => rule.cache !== undefined)?.cache;
     this.forwardRun(buf, start);
     this.runStart = end;
     this.awaitingReady++;
@@ -693,9 +705,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
    * A Query with the cache on: its writes are bumped, and a cacheable read with nothing else in
    * flight is answered here when an entry exists. Returns true when the frame was consumed.
    */
-  private onQueryWithCache(cache: ResultCache, buf: Buffer, start: number, end: number): boolean {
+  private onQueryWithCache(
+    cache: ResultCache,
+    buf: Buffer,
+    start: number,
+    end: number,
+    rule: CacheRule | undefined,
+  ): boolean {
     const sql = buf.toString('utf8', start + 5, end - 1);
-    const verdict = cache.judge(this.cacheContext, sql, this.mayReadFromCache);
+    const verdict = cache.judge(this.cacheContext, sql, this.mayReadFromCache, rule);
     if (verdict.writes !== undefined) this.noteTransactionWrites(verdict.writes);
     const plan = verdict.read;
     if (plan === undefined) return false;
@@ -830,6 +848,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       batch.sql!,
       `E${batch.shape}\0${batch.paramTypes}\0${batch.bindTail}`,
       { frame: batch.bindFrame!, paramTypes: Buffer.from(batch.paramTypes, 'latin1') },
+      this.rules?.cacheActionFor(batch.sql!, this.matchContext),
     );
     if (plan === undefined) {
       this.forwardRun(buf, start);
