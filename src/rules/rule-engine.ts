@@ -5,6 +5,7 @@ import { logger } from '../observe/logger.js';
 import { createErrorResponse } from '../protocol/backend-messages.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import type { QueryAnalysis, QueryAnalyzer } from '../query/analysis.js';
+import { literalShape } from './literal-shape.js';
 import { applyBuiltinRewrite, BUILTIN_REWRITE_NAMES, type BuiltinRewriteName } from './rewrites.js';
 import type { MatchContext, RuleSet } from './rule-set.js';
 import type { Rule } from './schema.js';
@@ -43,15 +44,29 @@ export class RuleEngine {
   cacheActionFor(sql: string, ctx: MatchContext): Rule['cache'] {
     const set = this.source.current;
     if (set.rules.length === 0) return undefined;
-    for (const rule of set.match(this.analyzer.analyze(sql), ctx)) if (rule.cache) return rule.cache;
+    for (const rule of set.match(this.analyze(sql), ctx)) if (rule.cache) return rule.cache;
     return undefined;
+  }
+
+  /**
+   * The analysis rules match on: that of the text's literal shape when it parses (what a
+   * statement reads, writes, calls and its digest do not depend on its literals), so texts that
+   * differ only in values share one parse.
+   */
+  private analyze(sql: string): QueryAnalysis {
+    const shape = literalShape(sql);
+    if (shape !== undefined) {
+      const analysis = this.analyzer.analyze(shape);
+      if (analysis.parsed) return analysis;
+    }
+    return this.analyzer.analyze(sql);
   }
 
   /** Judges one statement text; undefined when no rule matches (the common case, kept cheap). */
   judge(sql: string, ctx: MatchContext): RuleVerdict | undefined {
     const set = this.source.current;
     if (set.rules.length === 0) return undefined;
-    const analysis = this.analyzer.analyze(sql);
+    const analysis = this.analyze(sql);
     const matched = set.match(analysis, ctx);
     if (matched.length === 0) return undefined;
     const verdict = explainWith(analysis, matched, sql);
