@@ -155,6 +155,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** Replies held until a write's invalidation has reached the other instances. */
   private heldReplies: Buffer[] | null = null;
   private cacheContextValue: CacheContext | undefined;
+  private matchContextValue: MatchContext | undefined;
   /** An extended-protocol batch being read up to its Sync, to be answered from the cache if possible. */
   private batch: CandidateBatch | null = null;
 
@@ -274,7 +275,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         // Bytes first: the common statement is never decoded here.
         const queryStart = parseQueryStart(buf, start, end);
         const queryEnd = queryStart < 0 ? -1 : parseQueryEnd(buf, queryStart, end);
-        if (this.rules !== undefined && queryEnd >= 0) {
+        if (this.rules !== undefined && queryEnd >= 0 && this.rules.rules.rules.length > 0) {
           const blocked = this.blockedBy(this.rules, buf.toString('utf8', queryStart, queryEnd));
           if (blocked !== undefined) {
             this.beginFrame(buf, start);
@@ -622,12 +623,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   // ---- rules -----------------------------------------------------------------------------------
 
+  /** Built once and again only when application_name changes: judged on every statement. */
   private get matchContext(): MatchContext {
-    return {
-      user: this.user,
-      database: this.database,
-      applicationName: this.parameters.get('application_name'),
-    };
+    const applicationName = this.parameters.get('application_name');
+    let ctx = this.matchContextValue;
+    if (ctx === undefined || ctx.applicationName !== applicationName) {
+      ctx = { user: this.user, database: this.database, applicationName };
+      this.matchContextValue = ctx;
+    }
+    return ctx;
   }
 
   /** The error for `sql` if a rule blocks it. */
@@ -647,6 +651,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     start: number,
     end: number,
   ): true | CacheRule | undefined {
+    // No rules loaded: not even the text is decoded.
+    if (rules.rules.rules.length === 0) return undefined;
     const sql = buf.toString('utf8', start + 5, end - 1);
     const verdict = rules.judge(sql, this.matchContext);
     if (verdict === undefined) return undefined;
