@@ -7,17 +7,24 @@
 // row leaves it cached. Any doubt (a value Sluice cannot read canonically, a cast, non-ASCII
 // text, a write that may move a row to another key) falls back to the whole-table keys.
 import type { PointColumn } from '../query/catalog.js';
+import type { ShapeLiteral } from '../query/literal-shape.js';
 import type { PointAccess, PointValue } from '../query/point-access.js';
 
 const NON_POINT = '\x01n';
 const POINT = '\x01=';
 
-/** The Bind that goes with a statement: its frame and the Parse's parameter-type section. */
-export interface BoundParameters {
-  readonly frame: Buffer;
-  /** The Parse's bytes after the query text: int16 count, then int32 type OIDs. */
-  readonly paramTypes: Buffer;
-}
+/**
+ * Where $n values come from: the Bind that goes with an extended-protocol statement (its frame
+ * and the Parse's parameter-type section), or the literals a simple-protocol text had before its
+ * literal shape replaced them by parameters.
+ */
+export type BoundParameters =
+  | {
+      readonly frame: Buffer;
+      /** The Parse's bytes after the query text: int16 count, then int32 type OIDs. */
+      readonly paramTypes: Buffer;
+    }
+  | { readonly literals: readonly ShapeLiteral[] };
 
 export function nonPointKey(table: string): string {
   return table + NON_POINT;
@@ -73,6 +80,15 @@ function canonicalValue(
     return value.integer ? undefined : canonicalText(value.literal);
   }
   if (params === undefined) return undefined;
+  if ('literals' in params) {
+    // The literal the shape replaced, judged as the literal itself would have been.
+    const literal = params.literals[value.param - 1];
+    if (literal === undefined) return undefined;
+    if (literal.string) return canonicalValue({ literal: literal.text, integer: false }, column, undefined);
+    return /^[0-9]+$/.test(literal.text)
+      ? canonicalValue({ literal: literal.text, integer: true }, column, undefined)
+      : undefined;
+  }
   const bound = bindParameter(params.frame, value.param);
   if (bound === undefined || bound.value === null) return undefined;
   const type = parameterType(params.paramTypes, value.param);

@@ -6,6 +6,7 @@ import { logger } from '../observe/logger.js';
 import { loadQueryParser, type QueryAnalysis, QueryAnalyzer } from '../query/analysis.js';
 import type { DatabaseCatalog, RelationRef, Volatility } from '../query/catalog.js';
 import type { CatalogRegistry } from '../query/catalog-registry.js';
+import { shapeWithLiterals } from '../query/literal-shape.js';
 import { MemoryTier } from './memory-tier.js';
 import {
   type BoundParameters,
@@ -82,6 +83,9 @@ export interface ResultCacheStats {
 
 type Waiter = (entry: Buffer | undefined) => void;
 
+/** Statement kinds whose simple-protocol texts are judged by their literal shape. */
+const WRITE_KINDS: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'merge']);
+
 export class ResultCache {
   readonly analyzer = new QueryAnalyzer();
   readonly memory: MemoryTier;
@@ -140,8 +144,20 @@ export class ResultCache {
    * (autocommit, nothing in flight).
    */
   judge(ctx: CacheContext, sql: string, mayRead: boolean, rule?: CacheRule): Verdict {
-    const analysis = this.analyzer.analyze(sql);
     const catalog = this.catalogs.get(ctx.database);
+    // A write with inlined values is usually a new text each time (a price update): judge it by
+    // its literal shape, parsed once, with the literals standing in for the parameters.
+    const shaped = shapeWithLiterals(sql);
+    if (shaped !== undefined) {
+      const shape = this.analyzer.analyze(shaped.shape);
+      if (shape.parsed && WRITE_KINDS.has(shape.kind)) {
+        const writes = this.writesOf(shape, catalog, ctx, { literals: shaped.literals }) ?? 'all';
+        this.bump(ctx.database, writes);
+        if (writes === 'schema') this.catalogs.invalidate(ctx.database);
+        return { read: undefined, writes };
+      }
+    }
+    const analysis = this.analyzer.analyze(sql);
     const writes = this.writesOf(analysis, catalog, ctx);
     if (writes !== undefined) {
       this.bump(ctx.database, writes);

@@ -5,7 +5,7 @@ import { logger } from '../observe/logger.js';
 import { createErrorResponse } from '../protocol/backend-messages.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import type { QueryAnalysis, QueryAnalyzer } from '../query/analysis.js';
-import { literalShape } from './literal-shape.js';
+import { literalShape } from '../query/literal-shape.js';
 import { applyBuiltinRewrite, BUILTIN_REWRITE_NAMES, type BuiltinRewriteName } from './rewrites.js';
 import type { MatchContext, RuleSet } from './rule-set.js';
 import type { Rule } from './schema.js';

@@ -1,6 +1,6 @@
 // The literal shape rules match on: literals become parameters, everything else stays.
 import { describe, expect, it } from 'vitest';
-import { literalShape } from '../../src/rules/literal-shape.js';
+import { literalShape, shapeWithLiterals } from '../../src/query/literal-shape.js';
 
 describe('literalShape', () => {
   it('replaces string and numeric literals by numbered parameters', () => {
@@ -27,5 +27,22 @@ describe('literalShape', () => {
     expect(literalShape("select 'unterminated")).toBeUndefined();
     expect(literalShape('select 1abc')).toBeUndefined();
     expect(literalShape('select a from t')).toBeUndefined();
+  });
+});
+
+describe('shapeWithLiterals', () => {
+  it('lists the literals it replaced, in parameter order', () => {
+    expect(shapeWithLiterals("update prices set price = 10.5 where symbol = 'O''Neil'")).toEqual({
+      shape: 'update prices set price = $1 where symbol = $2',
+      literals: [
+        { text: '10.5', string: false },
+        { text: "O'Neil", string: true },
+      ],
+    });
+  });
+
+  it('keeps texts whose literals read the clock, so the analysis still sees them', () => {
+    expect(shapeWithLiterals("insert into t values ('now'::timestamptz, 1)")).toBeUndefined();
+    expect(shapeWithLiterals("select 1 from t where ts > 'today 09:30'")).toBeUndefined();
   });
 });

@@ -26,7 +26,22 @@ function isDigit(code: number): boolean {
  * `interval $1`): callers fall back to the text itself then.
  */
 export function literalShape(sql: string): string | undefined {
+  return shapeWithLiterals(sql)?.shape;
+}
+
+/** A literal the shape replaced: its text (string literals unquoted), by parameter number - 1. */
+export interface ShapeLiteral {
+  readonly text: string;
+  readonly string: boolean;
+}
+
+// Literal text the analysis reads as the clock ('now'::timestamptz, ts > 'today'): such texts keep
+// their literals, or the shape would hide a stable function call.
+const CLOCK_WORDS = /now|today|tomorrow|yesterday/i;
+
+export function shapeWithLiterals(sql: string): { shape: string; literals: ShapeLiteral[] } | undefined {
   if (sql.includes('$')) return undefined;
+  const literals: ShapeLiteral[] = [];
   let out = '';
   let from = 0;
   let n = 0;
@@ -49,6 +64,9 @@ export function literalShape(sql: string): string | undefined {
         j = q + 1;
         break;
       }
+      const text = sql.slice(i + 1, j - 1).replaceAll("''", "'");
+      if (CLOCK_WORDS.test(text)) return undefined;
+      literals.push({ text, string: true });
       out += `${sql.slice(from, i)}$${++n}`;
       from = j;
       i = j;
@@ -96,6 +114,7 @@ export function literalShape(sql: string): string | undefined {
       }
       // 1abc is not a number followed by a word in SQL: leave such text alone.
       if (j < len && isIdentifierChar(sql.charCodeAt(j))) return undefined;
+      literals.push({ text: sql.slice(i, j), string: false });
       out += `${sql.slice(from, i)}$${++n}`;
       from = j;
       i = j;
@@ -103,5 +122,5 @@ export function literalShape(sql: string): string | undefined {
       i++;
     }
   }
-  return n === 0 ? undefined : out + sql.slice(from);
+  return n === 0 ? undefined : { shape: out + sql.slice(from), literals };
 }
