@@ -534,6 +534,24 @@ function refKey(schema: string | undefined, name: string): string {
   return schema === undefined ? name : schema + '\0' + name;
 }
 
+/** A qualified name as the parse tree spells it: a list of String nodes, [schema,] name. */
+function qualifiedName(items: unknown): RelationRef | undefined {
+  if (!Array.isArray(items) || items.length === 0) return undefined;
+  const name = ((items[items.length - 1] as Obj).String as Obj | undefined)?.sval;
+  if (typeof name !== 'string') return undefined;
+  const schema =
+    items.length > 1
+      ? (((items[items.length - 2] as Obj).String as Obj | undefined)?.sval as string | undefined)
+      : undefined;
+  return { schema, name };
+}
+
+function addRef(map: Map<string, RelationRef>, ref: RelationRef | undefined): void {
+  if (ref === undefined) return;
+  const key = refKey(ref.schema, ref.name);
+  if (!map.has(key)) map.set(key, Object.freeze(ref));
+}
+
 class Walker {
   readonly reads = new Map<string, RelationRef>();
   readonly writes = new Map<string, RelationRef>();
@@ -676,27 +694,11 @@ class Walker {
   }
 
   private addOperatorNames(names: unknown): void {
-    if (!Array.isArray(names) || names.length === 0) return;
-    const name = ((names[names.length - 1] as Obj).String as Obj | undefined)?.sval;
-    if (typeof name !== 'string') return;
-    const schema =
-      names.length > 1
-        ? (((names[names.length - 2] as Obj).String as Obj | undefined)?.sval as string | undefined)
-        : undefined;
-    const key = refKey(schema, name);
-    if (!this.operators.has(key)) this.operators.set(key, Object.freeze({ schema, name }));
+    addRef(this.operators, qualifiedName(names));
   }
 
   private addFunctionNames(funcname: unknown): void {
-    if (!Array.isArray(funcname) || funcname.length === 0) return;
-    const name = ((funcname[funcname.length - 1] as Obj).String as Obj | undefined)?.sval;
-    if (typeof name !== 'string') return;
-    const schema =
-      funcname.length > 1
-        ? (((funcname[funcname.length - 2] as Obj).String as Obj | undefined)?.sval as string | undefined)
-        : undefined;
-    const key = refKey(schema, name);
-    if (!this.functions.has(key)) this.functions.set(key, Object.freeze({ schema, name }));
+    addRef(this.functions, qualifiedName(funcname));
   }
 
   /** A bare RangeVar body the statement reads (COPY t TO). */
@@ -718,14 +720,8 @@ class Walker {
 
   /** A qualified name as DROP gives it: a list of String nodes, [schema,] name. */
   addWriteNames(items: unknown): void {
-    if (!Array.isArray(items) || items.length === 0) return;
-    const name = ((items[items.length - 1] as Obj).String as Obj | undefined)?.sval;
-    if (typeof name !== 'string') return;
-    const schema =
-      items.length > 1
-        ? (((items[items.length - 2] as Obj).String as Obj | undefined)?.sval as string | undefined)
-        : undefined;
-    this.addWriteRef(schema, name);
+    const ref = qualifiedName(items);
+    if (ref !== undefined) this.addWriteRef(ref.schema, ref.name);
   }
 
   /** Copies this statement's findings into the query-wide maps; writesAsReads for plain EXPLAIN. */

@@ -15,6 +15,17 @@ function isIdentifierChar(code: number): boolean {
   );
 }
 
+/** Where a quoted token starting at `at` ends (a doubled quote stays inside), or -1. */
+function afterQuoted(sql: string, at: number, quote: "'" | '"'): number {
+  let j = at + 1;
+  for (;;) {
+    const q = sql.indexOf(quote, j);
+    if (q < 0) return -1;
+    if (sql[q + 1] !== quote) return q + 1;
+    j = q + 2;
+  }
+}
+
 function isDigit(code: number): boolean {
   return code >= 0x30 && code <= 0x39;
 }
@@ -53,17 +64,8 @@ export function shapeWithLiterals(sql: string): { shape: string; literals: Shape
       // 'string': a prefix letter (E'', B'', X'', U&'') changes its meaning: not followed.
       if (i > 0 && (isIdentifierChar(sql.charCodeAt(i - 1)) || sql.charCodeAt(i - 1) === 0x26))
         return undefined;
-      let j = i + 1;
-      for (;;) {
-        const q = sql.indexOf("'", j);
-        if (q < 0) return undefined;
-        if (sql.charCodeAt(q + 1) === 0x27) {
-          j = q + 2;
-          continue;
-        }
-        j = q + 1;
-        break;
-      }
+      const j = afterQuoted(sql, i, "'");
+      if (j < 0) return undefined;
       const text = sql.slice(i + 1, j - 1).replaceAll("''", "'");
       if (CLOCK_WORDS.test(text)) return undefined;
       literals.push({ text, string: true });
@@ -72,17 +74,8 @@ export function shapeWithLiterals(sql: string): { shape: string; literals: Shape
       i = j;
     } else if (c === 0x22) {
       // "quoted identifier": kept.
-      let j = i + 1;
-      for (;;) {
-        const q = sql.indexOf('"', j);
-        if (q < 0) return undefined;
-        if (sql.charCodeAt(q + 1) === 0x22) {
-          j = q + 2;
-          continue;
-        }
-        j = q + 1;
-        break;
-      }
+      const j = afterQuoted(sql, i, '"');
+      if (j < 0) return undefined;
       i = j;
     } else if (c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) {
       const nl = sql.indexOf('\n', i);
