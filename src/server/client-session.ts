@@ -278,6 +278,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         if (this.rules !== undefined && queryEnd >= 0 && this.rules.rules.rules.length > 0) {
           const blocked = this.blockedBy(this.rules, buf.toString('utf8', queryStart, queryEnd));
           if (blocked !== undefined) {
+            // Its error is still to come: nothing may be answered from the cache before it.
+            this.unsynced = true;
             this.beginFrame(buf, start);
             this.statements.blockParse(this, blocked);
             this.runStart = end;
@@ -290,8 +292,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           this.noteSessionEffect(sql);
         }
         this.unsynced = true;
-        if (this.cache !== undefined && queryEnd >= 0)
-          this.noteParsedWrites(this.cache, buf, start, end, queryStart, queryEnd);
+        if (this.cache !== undefined && queryEnd >= 0) {
+          // A batch that just began with this Parse already holds its text.
+          const sql = this.batch?.shape === 'P' ? this.batch.sql : undefined;
+          this.noteParsedWrites(this.cache, buf, start, end, queryStart, queryEnd, sql);
+        }
         this.beginFrame(buf, start);
         if (this.statements.onParse(buf, start, end, this)) this.runStart = end;
         return;
@@ -407,16 +412,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.queued.push(run);
     // A LISTEN/UNLISTEN or a cache lookup is being answered: what follows waits its turn.
     if (this.hubCommand !== undefined || this.cacheParked) return;
-    if (!this.acquiring) {
-      this.acquiring = true;
-      this.pool.acquire(this);
-      // Only when no server was free at once: hold further input so the queue stays bounded.
-      // Pausing unconditionally cost two epoll_ctl syscalls per transaction (readStop/readStart).
-      if (this.acquiring) {
-        this.pausedForAcquire = true;
-        this.socket.pause();
-      }
-    }
+    this.acquireForQueued();
   }
 
   /** Writes queued items in order, stopping at a verification barrier (which then holds). */
@@ -923,14 +919,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       if (!cache.inFlight(plan)) this.pendingCapture = cache.lead(plan);
       this.queued.unshift(...frames);
     }
-    if (this.queued.length > 0 && !this.acquiring && this.server === null) {
-      this.acquiring = true;
-      this.pool.acquire(this);
-      if (this.acquiring) {
-        this.pausedForAcquire = true;
-        return;
-      }
-    } else if (this.queued.length > 0 && this.server !== null) {
+    if (this.server === null) {
+      this.acquireForQueued();
+    } else if (this.queued.length > 0) {
       // Session mode or a pinned client: its server is still here.
       const server = this.server;
       const flowing = this.holding === undefined ? this.writeQueued(server) : true;
@@ -1018,10 +1009,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     end: number,
     queryStart: number,
     queryEnd: number,
+    decoded: string | undefined,
   ): void {
     const name = peekParseName(buf, start, end);
     if (name === undefined) return;
-    const sql = buf.toString('utf8', queryStart, queryEnd);
+    const sql = decoded ?? buf.toString('utf8', queryStart, queryEnd);
     if (cache.writeTemplate(this.cacheContext, sql) === undefined) {
       this.statementWrites?.delete(name);
       return;
@@ -1117,6 +1109,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (this.queued.length > 0 && !this.acquiring && !this.closed) {
       this.acquiring = true;
       this.pool.acquire(this);
+      // Only when no server was free at once: hold further input so the queue stays bounded.
+      // Pausing unconditionally cost two epoll_ctl syscalls per transaction (readStop/readStart).
       if (this.acquiring) {
         this.pausedForAcquire = true;
         this.socket.pause();
