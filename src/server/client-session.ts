@@ -101,6 +101,22 @@ export interface SessionHooks {
   onSessionClosed(session: ClientSession): void;
 }
 
+/** What a session is given by the listener; services a deployment may lack are optional. */
+export interface ClientSessionOptions {
+  pool: Pool;
+  mode: PoolMode;
+  processId: number;
+  secretKey: number;
+  /** The ParameterStatus values the client was told at login. */
+  parameters: Map<string, string>;
+  maxMessageBytes: number;
+  hooks: SessionHooks;
+  /** The client's own startup settings, replayed on whichever server it gets. */
+  startup?: ReadonlyMap<string, string>;
+  cache?: ResultCache | undefined;
+  rules?: RuleEngine | undefined;
+}
+
 export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   server: ServerConnection | null = null;
   closed = false;
@@ -159,21 +175,32 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** An extended-protocol batch being read up to its Sync, to be answered from the cache if possible. */
   private batch: CandidateBatch | null = null;
 
+  readonly pool: Pool;
+  readonly mode: PoolMode;
+  readonly processId: number;
+  readonly secretKey: number;
+  readonly parameters: Map<string, string>;
+  private readonly maxMessageBytes: number;
+  private readonly hooks: SessionHooks;
+  private readonly cache: ResultCache | undefined;
+  private readonly rules: RuleEngine | undefined;
+
   constructor(
     readonly socket: Socket,
-    readonly pool: Pool,
-    readonly mode: PoolMode,
-    readonly processId: number,
-    readonly secretKey: number,
-    readonly parameters: Map<string, string>,
-    private readonly maxMessageBytes: number,
-    private readonly hooks: SessionHooks,
-    startup: ReadonlyMap<string, string> = new Map(),
-    private readonly cache: ResultCache | undefined = undefined,
-    private readonly rules: RuleEngine | undefined = undefined,
+    options: ClientSessionOptions,
   ) {
+    this.pool = options.pool;
+    this.mode = options.mode;
+    this.processId = options.processId;
+    this.secretKey = options.secretKey;
+    this.parameters = options.parameters;
+    this.maxMessageBytes = options.maxMessageBytes;
+    this.hooks = options.hooks;
+    this.cache = options.cache;
+    this.rules = options.rules;
+    const startup = options.startup ?? new Map<string, string>();
     this.settings = new SessionSettings(startup);
-    this.reader = new FrameReader(CLIENT_INSPECT, maxMessageBytes);
+    this.reader = new FrameReader(CLIENT_INSPECT, this.maxMessageBytes);
     socket.on('data', this.onClientData);
     socket.on('drain', this.onClientDrain);
     socket.on('close', this.onClientClose);

@@ -173,19 +173,18 @@ export class ProxyServer {
       welcome.push(createBackendKeyData(processId, secretKey), READY_FOR_QUERY.I);
       socket.write(Buffer.concat(welcome));
 
-      const session = new ClientSession(
-        socket,
+      const session = new ClientSession(socket, {
         pool,
-        options.poolMode,
+        mode: options.poolMode,
         processId,
         secretKey,
-        reported,
-        options.maxMessageBytes,
-        { onSessionClosed: (s) => this.sessions.delete(s.processId) },
+        parameters: reported,
+        maxMessageBytes: options.maxMessageBytes,
+        hooks: { onSessionClosed: (s) => this.sessions.delete(s.processId) },
         startup,
-        options.cache,
-        options.rules,
-      );
+        cache: options.cache,
+        rules: options.rules,
+      });
       this.sessions.set(processId, session);
       session.start(result.leftover);
     } catch (err) {
