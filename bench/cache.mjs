@@ -6,6 +6,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { cellLine, pgbenchCell } from './lib/cells.mjs';
 import { onCleanup, runCleanup, wasSignalled } from './lib/cleanup.mjs';
 import { clockTicks, mainThreadSched, processTimes, treeTicks } from './lib/cpu.mjs';
 import { pgbenchVersion, quantile, readTransactionLog, runPgbench } from './lib/pgbench.mjs';
@@ -162,6 +163,75 @@ const ROWS = [
 ];
 
 const log = (msg) => console.error(`[cache] ${msg}`);
+
+// ---------------------------------------------------------------------------------------------
+// In the suite (`npm run bench`): the hot point reads against all four suite targets, latency from
+// pgbench's per-transaction log. The bot mix's hit rate is measured by botmix.mjs.
+
+export const title = 'Cached hot reads (pgbench)';
+
+const SUITE_TABLE = [
+  'create table hot_prices (instrument_id int primary key, symbol text not null, price numeric not null, ts timestamptz not null)',
+  `insert into hot_prices select i, 'S' || i, 100 + i, '2026-01-01T00:00:00Z' from generate_series(1, ${SYMBOLS}) i`,
+  'vacuum analyze hot_prices',
+];
+const SUITE_HOT = `\\set k random(1, ${SYMBOLS})\nSELECT price FROM hot_prices WHERE instrument_id = :k;\n`;
+const SUITE_ROWS = ROWS.filter((r) => r.hot || r.latency).map((r) => ({
+  ...r,
+  short: r.label.replace(/`/g, '').replace(' (`-j 16`)', ''),
+}));
+const suiteRows = (opts) => (opts.quick ? SUITE_ROWS.filter((r) => r.quick) : SUITE_ROWS);
+
+export function suitePlan(opts) {
+  return [
+    { label: 'hot_prices table', seconds: 1 },
+    ...suiteRows(opts).map((r) => ({
+      label: r.short,
+      seconds: opts.duration + 1,
+      perTarget: true,
+      only: r.only,
+    })),
+  ];
+}
+
+export async function suite(ctx) {
+  const { opts } = ctx;
+  ctx.step('hot_prices table');
+  const t = await psql(ctx.direct, SUITE_TABLE);
+  if (t.code !== 0) throw new Error(`creating hot_prices failed: ${t.stderr.trim()}`);
+  const script = path.join(ctx.tmpDir, 'hot-read.sql');
+  await writeFile(script, SUITE_HOT);
+  const rows = [];
+  for (const row of suiteRows(opts)) {
+    const cells = {};
+    const notRun = {};
+    for (const name of ctx.active) {
+      if (row.only && !row.only.includes(name)) {
+        notRun[name] = row.notRun?.[name] ?? 'not run';
+        continue;
+      }
+      ctx.step(row.short, name);
+      cells[name] = await pgbenchCell(
+        ctx,
+        name,
+        ctx.connFor(name),
+        { scripts: [{ file: script }], mode: row.mode, clients: row.clients },
+        { duration: opts.duration, threads: row.threads, before: () => psql(ctx.direct, 'checkpoint') },
+      );
+      ctx.progress.note(cellLine(cells[name], 'tps'));
+    }
+    rows.push({ id: row.id, label: row.label, short: row.short, unit: 'tps', cells, notRun });
+  }
+  return {
+    title,
+    description:
+      `pgbench custom script \`SELECT price FROM hot_prices WHERE instrument_id = :k\`, k random in 1..${SYMBOLS} ` +
+      '(the hot point reads of the result cache), 16 clients and 1 client. With the cache on, nearly every read ' +
+      'after the first second is a hit. The hit rate on a realistic mix is in the bot-mix section; ' +
+      '`npm run bench -- cache` is the full result-cache study (CPU per statement, hit rate per table).',
+    rows,
+  };
+}
 
 /**
  * @param {{ duration: number, quick: boolean, profile: boolean, targets: Set<string> }} opts

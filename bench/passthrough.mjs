@@ -2,8 +2,9 @@
 // (both in transaction mode, pool 20), run back to back within each row, reported as tps ratios to
 // direct and latency added at one client.
 
+import { cellLine, pgbenchCell } from './lib/cells.mjs';
 import { runCleanup } from './lib/cleanup.mjs';
-import { initPgbench, pgbenchVersion } from './lib/pgbench.mjs';
+import { initPgbench, maintain, pgbenchVersion } from './lib/pgbench.mjs';
 import { pgbouncerVersion } from './lib/pgbouncer.mjs';
 import { serverVersion, startPostgres } from './lib/postgres.mjs';
 import { fmt, machineFacts, NOISE_NOTE, ratio, stamp, table, writeReport } from './lib/report.mjs';
@@ -79,6 +80,148 @@ const ROWS = [
 ];
 
 const log = (msg) => console.error(`[passthrough] ${msg}`);
+
+// ---------------------------------------------------------------------------------------------
+// In the suite (`npm run bench`): the same kind of rows against all four suite targets, latency
+// from pgbench's per-transaction log.
+
+export const title = 'Pass-through (pgbench)';
+
+/** pgbench 15 prepares synchronously: `-M prepared` needs -j = -c through a pooler (ANCHORS.md). */
+const PGBOUNCER_PREPARED =
+  'not run: PgBouncer 1.18 in transaction mode keeps no prepared statements (clients abort)';
+const SUITE_ROWS = [
+  {
+    id: 'select-simple-16',
+    label: 'select-only `-M simple`, 16 clients',
+    short: 'select-only simple, 16 clients',
+    builtin: 'select-only',
+    mode: 'simple',
+    clients: 16,
+    quick: true,
+  },
+  {
+    id: 'select-extended-16',
+    label: 'select-only `-M extended`, 16 clients',
+    short: 'select-only extended, 16 clients',
+    builtin: 'select-only',
+    mode: 'extended',
+    clients: 16,
+  },
+  {
+    id: 'select-prepared-16',
+    label: 'select-only `-M prepared`, 16 clients (`-j 16`)',
+    short: 'select-only prepared, 16 clients',
+    builtin: 'select-only',
+    mode: 'prepared',
+    clients: 16,
+    threads: 16,
+    noPgbouncer: true,
+  },
+  {
+    id: 'tpcb-simple-16',
+    label: 'TPC-B `-M simple`, 16 clients',
+    short: 'TPC-B simple, 16 clients',
+    builtin: 'tpcb-like',
+    mode: 'simple',
+    clients: 16,
+    quick: true,
+  },
+  {
+    id: 'tpcb-extended-16',
+    label: 'TPC-B `-M extended`, 16 clients',
+    short: 'TPC-B extended, 16 clients',
+    builtin: 'tpcb-like',
+    mode: 'extended',
+    clients: 16,
+  },
+  {
+    id: 'tpcb-prepared-16',
+    label: 'TPC-B `-M prepared`, 16 clients (`-j 16`)',
+    short: 'TPC-B prepared, 16 clients',
+    builtin: 'tpcb-like',
+    mode: 'prepared',
+    clients: 16,
+    threads: 16,
+    noPgbouncer: true,
+  },
+  {
+    id: 'latency-simple-1',
+    label: 'select-only `-M simple`, 1 client (latency)',
+    short: 'select-only simple, 1 client',
+    builtin: 'select-only',
+    mode: 'simple',
+    clients: 1,
+  },
+  {
+    id: 'latency-extended-1',
+    label: 'select-only `-M extended`, 1 client (latency)',
+    short: 'select-only extended, 1 client',
+    builtin: 'select-only',
+    mode: 'extended',
+    clients: 1,
+    quick: true,
+  },
+  {
+    id: 'latency-prepared-1',
+    label: 'select-only `-M prepared`, 1 client (latency)',
+    short: 'select-only prepared, 1 client',
+    builtin: 'select-only',
+    mode: 'prepared',
+    clients: 1,
+    noPgbouncer: true,
+  },
+];
+const suiteRows = (opts) => (opts.quick ? SUITE_ROWS.filter((r) => r.quick) : SUITE_ROWS);
+const suiteScale = (opts) => (opts.quick ? 4 : SCALE);
+const NOT_PGBOUNCER = ['direct', 'sluice', 'sluice-cache'];
+
+export function suitePlan(opts) {
+  return [
+    { label: `pgbench -i -s ${suiteScale(opts)}`, seconds: opts.quick ? 5 : 20 },
+    ...suiteRows(opts).map((r) => ({
+      label: r.short,
+      seconds: opts.duration + (opts.quick ? 1 : 2),
+      perTarget: true,
+      only: r.noPgbouncer ? NOT_PGBOUNCER : undefined,
+    })),
+  ];
+}
+
+export async function suite(ctx) {
+  const { opts } = ctx;
+  ctx.step(`pgbench -i -s ${suiteScale(opts)}`);
+  await initPgbench(ctx.direct, { scale: suiteScale(opts) });
+  const rows = [];
+  for (const row of suiteRows(opts)) {
+    const cells = {};
+    const notRun = {};
+    for (const name of ctx.active) {
+      if (row.noPgbouncer && name === 'pgbouncer') {
+        notRun[name] = PGBOUNCER_PREPARED;
+        continue;
+      }
+      ctx.step(row.short, name);
+      cells[name] = await pgbenchCell(ctx, name, ctx.connFor(name), row, {
+        duration: opts.duration,
+        threads: row.threads ?? Math.min(THREADS, row.clients),
+        before: () => maintain(ctx.direct),
+      });
+      ctx.progress.note(cellLine(cells[name], 'tps'));
+    }
+    rows.push({ id: row.id, label: row.label, short: row.short, unit: 'tps', cells, notRun });
+  }
+  return {
+    title,
+    description:
+      `pgbench's builtin scripts (scale ${suiteScale(opts)}, \`-n\`, \`-T ${opts.duration}\`, \`-j 2\` or one thread per ` +
+      'client with `-M prepared`): select-only and TPC-B in the simple, extended and prepared protocols, and ' +
+      'select-only at one client for the round-trip latency. Before every cell the bench vacuums the small ' +
+      'tables, empties pgbench_history and checkpoints, directly against PostgreSQL.',
+    rows,
+    notes: [`PgBouncer: ${PGBOUNCER_PREPARED.replace(/^not run: /, '')}; its prepared rows are left out.`],
+  };
+}
 
 /**
  * @param {{ duration: number, quick: boolean, profile: boolean, targets: Set<string> }} opts
