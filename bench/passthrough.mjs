@@ -4,7 +4,7 @@
 
 import { cellLine, pgbenchCell } from './lib/cells.mjs';
 import { runCleanup } from './lib/cleanup.mjs';
-import { initPgbench, maintain, pgbenchVersion } from './lib/pgbench.mjs';
+import { initPgbench, maintain, pgbenchVersion, runPgbench } from './lib/pgbench.mjs';
 import { pgbouncerVersion } from './lib/pgbouncer.mjs';
 import { serverVersion, startPostgres } from './lib/postgres.mjs';
 import { fmt, machineFacts, NOISE_NOTE, ratio, stamp, table, writeReport } from './lib/report.mjs';
@@ -179,6 +179,7 @@ const NOT_PGBOUNCER = ['direct', 'sluice', 'sluice-cache'];
 export function suitePlan(opts) {
   return [
     { label: `pgbench -i -s ${suiteScale(opts)}`, seconds: opts.quick ? 5 : 20 },
+    { label: 'warm-up, 1 s per target', seconds: 6 },
     ...suiteRows(opts).map((r) => ({
       label: r.short,
       seconds: opts.duration + (opts.quick ? 1 : 2),
@@ -192,6 +193,16 @@ export async function suite(ctx) {
   const { opts } = ctx;
   ctx.step(`pgbench -i -s ${suiteScale(opts)}`);
   await initPgbench(ctx.direct, { scale: suiteScale(opts) });
+  // Unrecorded: opens each proxy's pool and proves every path before the first measured cell.
+  ctx.step('warm-up, 1 s per target');
+  for (const name of ctx.active) {
+    const w = await runPgbench(
+      ctx.connFor(name),
+      { builtin: 'select-only', mode: 'simple', clients: 4 },
+      { duration: 1, threads: 2 },
+    );
+    if (w.error) ctx.progress.note(`warm-up through ${ctx.targets[name].label} failed: ${w.error}`);
+  }
   const rows = [];
   for (const row of suiteRows(opts)) {
     const cells = {};
