@@ -161,6 +161,7 @@ export async function suite(ctx) {
     label: `${op} (within the mix)`,
     short: op,
     unit: 'ops/s',
+    detail: true,
     latencyOf: 'latency within the mix',
     cells: Object.fromEntries(
       Object.entries(cells)

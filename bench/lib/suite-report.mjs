@@ -69,6 +69,40 @@ export async function writeSuiteReport(report, stampText, outDir) {
   return dir;
 }
 
+/** One line per workload (a scenario's detail rows left out): throughput per target and ×direct. */
+function overview(report, inRun, labelOf) {
+  const body = [];
+  for (const s of report.scenarios) {
+    for (const r of s.rows ?? []) {
+      if (r.detail) continue;
+      const base = r.cells?.direct?.error ? null : r.cells?.direct?.throughput;
+      body.push([
+        `${s.title ?? s.id}: ${r.short ?? r.label}`,
+        r.unit,
+        ...inRun.map((t) => {
+          const c = r.cells?.[t];
+          if (r.notRun?.[t]) return 'not run';
+          if (!c) return '—';
+          if (c.error) return 'error';
+          return t === 'direct'
+            ? big(c.throughput)
+            : `${big(c.throughput)} (${x(ratio(c.throughput, base))})`;
+        }),
+      ]);
+    }
+  }
+  if (body.length === 0) return [];
+  return [
+    '## Overview',
+    '',
+    'Throughput per target, and in brackets its ratio to direct PostgreSQL in the same row; details, latency ' +
+      "and ratios to PgBouncer in each scenario's section.",
+    '',
+    table(['workload', 'unit', ...inRun.map(labelOf)], body),
+    '',
+  ];
+}
+
 /** Indented JSON with arrays of numbers (percentile curves) on one line each. */
 function compactJson(value) {
   return JSON.stringify(value, null, 1).replace(/\[[\d\s.,eE+-]*\]/g, (m) => m.replace(/\s+/g, ''));
@@ -98,6 +132,7 @@ export function renderSummary(report) {
       'per-transaction log, `-l`; the Node-driven rows: each operation timed by the driver).',
     '',
   );
+  out.push(...overview(report, inRun, labelOf));
   for (const s of report.scenarios) {
     out.push(`## ${s.title ?? s.id}`, '');
     if (s.description) out.push(s.description, '');
