@@ -9,14 +9,16 @@ import { parseArgs } from 'node:util';
 import { installSignalHandlers } from './lib/cleanup.mjs';
 
 const SCENARIOS = {
+  botmix: () => import('./botmix.mjs'),
+  ingest: () => import('./ingest.mjs'),
+  storm: () => import('./storm.mjs'),
   passthrough: () => import('./passthrough.mjs'),
   prepared: () => import('./prepared.mjs'),
   cache: () => import('./cache.mjs'),
   rules: () => import('./rules.mjs'),
-  botmix: () => import('./botmix.mjs'),
-  ingest: () => import('./ingest.mjs'),
-  storm: () => import('./storm.mjs'),
 };
+/** The suite's run order; suite scenarios not named here run after these, in SCENARIOS order. */
+const SUITE_ORDER = ['passthrough', 'cache', 'botmix', 'ingest', 'storm'];
 const ALL_TARGETS = ['direct', 'sluice', 'pgbouncer'];
 const SUITE_TARGET_NAMES = ['direct', 'sluice', 'sluice-cache', 'pgbouncer'];
 
@@ -61,7 +63,7 @@ async function main() {
   const { values, positionals } = parsed;
   if (values.help) {
     console.log(`${USAGE}\n\nscenarios (* = in the suite):`);
-    for (const [id, load] of Object.entries(SCENARIOS)) {
+    for (const [id, load] of Object.entries(SCENARIOS).sort(([a], [b]) => a.localeCompare(b))) {
       const m = await load();
       console.log(`  ${m.suite ? '*' : ' '} ${id.padEnd(12)} ${m.description}`);
     }
@@ -108,7 +110,8 @@ async function main() {
 
   // The suite: every scenario that exports `suite`, or the --scenarios / named subset.
   const suiteIds = [];
-  for (const [id, load] of Object.entries(SCENARIOS)) if ((await load()).suite) suiteIds.push(id);
+  const ordered = [...new Set([...SUITE_ORDER, ...Object.keys(SCENARIOS)])].filter((id) => SCENARIOS[id]);
+  for (const id of ordered) if ((await SCENARIOS[id]()).suite) suiteIds.push(id);
   const ids = name ? [name] : values.scenarios ? values.scenarios.split(',').map((s) => s.trim()) : suiteIds;
   const bad = ids.filter((id) => !suiteIds.includes(id));
   if (bad.length > 0) {
