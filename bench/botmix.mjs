@@ -106,11 +106,14 @@ export async function suite(ctx) {
   const { opts } = ctx;
   ctx.step('creating one database per target');
   const databases = {};
-  for (const name of ctx.active) {
-    databases[name] = await ctx.createDatabase(`bot_${name.replace('-', '_')}`);
-    const r = await psql({ ...ctx.admin, database: databases[name] }, SCHEMA, { timeoutMs: 120_000 });
-    if (r.code !== 0) throw new Error(`bot-mix tables in ${databases[name]}: ${r.stderr.trim()}`);
-  }
+  // Side by side: creating a database copies template1 and waits on its flush.
+  await Promise.all(
+    ctx.active.map(async (name) => {
+      databases[name] = await ctx.createDatabase(`bot_${name.replace('-', '_')}`);
+      const r = await psql({ ...ctx.admin, database: databases[name] }, SCHEMA, { timeoutMs: 120_000 });
+      if (r.code !== 0) throw new Error(`bot-mix tables in ${databases[name]}: ${r.stderr.trim()}`);
+    }),
+  );
   const label = `${CLIENTS} clients, write ratio ${opts.writeRatio}`;
   const cells = {};
   const hits = {};
@@ -121,15 +124,25 @@ export async function suite(ctx) {
       cells[name] = { throughput: null, latency: null, errors: 0, error: gone };
       continue;
     }
-    const direct = { ...ctx.admin, database: databases[name] };
-    await psql(direct, 'checkpoint', { timeoutMs: 120_000 });
-    const before = await readScans(direct);
-    const run = await drive(ctx.connFor(name, databases[name]), opts);
-    if (wasSignalled()) throw new Error('interrupted');
-    // Pooled server connections report their statistics up to 10 s late while idle; ending them
-    // makes each report as it exits. Nothing uses this database after this run.
-    await endBackends(direct);
-    const after = await readScans(direct);
+    // One direct connection per target for the checkpoint and the statistics (no psql per step).
+    const admin = new pg.Client({ ...ctx.admin, database: databases[name] });
+    admin.on('error', () => {});
+    await admin.connect();
+    let run;
+    let before;
+    let after;
+    try {
+      await admin.query('checkpoint');
+      before = await readScans(admin);
+      run = await drive(ctx.connFor(name, databases[name]), opts);
+      if (wasSignalled()) throw new Error('interrupted');
+      // Pooled server connections report their statistics up to 10 s late while idle; ending them
+      // makes each report as it exits. Nothing uses this database after this run.
+      await endBackends(admin);
+      after = await readScans(admin);
+    } finally {
+      await admin.end().catch(() => {});
+    }
     hits[name] = hitRate(run, before, after);
     cells[name] = {
       throughput: run.seconds > 0 ? run.ops / run.seconds : null,
@@ -287,40 +300,33 @@ function pickRead() {
   return READS[READS.length - 1];
 }
 
-async function readScans(conn) {
-  const tables = READS.map((r) => `'${r.table}'`).join(', ');
+async function readScans(admin) {
+  const sql =
+    'select relname, coalesce(seq_scan, 0) + coalesce(idx_scan, 0) as scans from pg_stat_user_tables ' +
+    'where relname = any($1) order by relname';
+  const tables = READS.map((r) => r.table);
   // Two equal readings in a row: a backend that just exited may still be flushing its counts.
   let last;
-  for (let i = 0; i < 10; i++) {
-    const r = await psql(
-      conn,
-      `select relname, coalesce(seq_scan, 0) + coalesce(idx_scan, 0) from pg_stat_user_tables where relname in (${tables}) order by relname`,
-    );
-    if (r.code !== 0) throw new Error(`reading pg_stat_user_tables failed: ${r.stderr.trim()}`);
-    if (r.stdout === last)
-      return Object.fromEntries(
-        r.stdout
-          .trim()
-          .split('\n')
-          .map((l) => l.split('|'))
-          .map(([t, n]) => [t, Number(n)]),
-      );
-    last = r.stdout;
-    await sleep(300);
+  for (let i = 0; i < 20; i++) {
+    const { rows } = await admin.query(sql, [tables]);
+    const text = JSON.stringify(rows);
+    if (text === last) return Object.fromEntries(rows.map((r) => [r.relname, Number(r.scans)]));
+    last = text;
+    await sleep(150);
   }
   throw new Error('pg_stat_user_tables did not settle');
 }
 
 /** Ends every other backend on this database and waits (bounded) until they are gone. */
-async function endBackends(conn) {
-  const others = `from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`;
-  await psql(conn, `select count(pg_terminate_backend(pid)) ${others}`);
+async function endBackends(admin) {
+  const others = 'from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()';
+  await admin.query(`select count(pg_terminate_backend(pid)) ${others}`);
   await waitFor(
     async () => {
-      const r = await psql(conn, `select count(*) ${others}`);
-      return r.code === 0 && r.stdout.trim() === '0';
+      const { rows } = await admin.query(`select count(*)::int as n ${others}`);
+      return rows[0].n === 0;
     },
-    { timeoutMs: 10_000, intervalMs: 200 },
+    { timeoutMs: 10_000, intervalMs: 100 },
   );
 }
 

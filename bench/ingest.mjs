@@ -40,9 +40,21 @@ export function suitePlan(opts) {
 }
 
 export async function suite(ctx) {
-  const { opts } = ctx;
   const setup = await psql(ctx.direct, TABLE);
   if (setup.code !== 0) throw new Error(`creating bars_1m failed: ${setup.stderr.trim()}`);
+  // One direct connection for the resets and the counts (no psql per step).
+  const admin = new pg.Client(ctx.direct);
+  admin.on('error', () => {});
+  await admin.connect();
+  try {
+    return await measure(ctx, admin);
+  } finally {
+    await admin.end().catch(() => {});
+  }
+}
+
+async function measure(ctx, admin) {
+  const { opts } = ctx;
   const rows = [];
   for (const method of METHODS) {
     const cells = {};
@@ -54,12 +66,11 @@ export async function suite(ctx) {
         continue;
       }
       // Every target starts from an empty table and no pending checkpoint.
-      const reset = await psql(ctx.direct, ['truncate bars_1m', 'checkpoint'], { timeoutMs: 120_000 });
-      if (reset.code !== 0) throw new Error(`resetting bars_1m failed: ${reset.stderr.trim()}`);
+      await admin.query('truncate bars_1m');
+      await admin.query('checkpoint');
       const run = await drive(ctx.connFor(name), method, opts.duration);
       if (wasSignalled()) throw new Error('interrupted');
-      const count = await psql(ctx.direct, 'select count(*) from bars_1m');
-      const stored = Number(count.stdout.trim());
+      const stored = Number((await admin.query('select count(*) as n from bars_1m')).rows[0].n);
       cells[name] = {
         throughput: run.seconds > 0 ? run.rows / run.seconds : null,
         latency: summarise(run.histogram),
