@@ -208,6 +208,7 @@ export function renderSummary(report) {
     const tt = report.targets[t];
     if (!tt) continue;
     if (!tt.available) out.push(`- ${tt.label}: not in this run (${String(tt.reason).split('\n')[0]})`);
+    else if (t === 'pgbouncer') out.push(`- ${tt.label}: ${tt.command}`);
     else if (tt.command) out.push(`- ${tt.label}: \`${tt.command.replace(/\S*\/(dist\/cli\.js)/, '$1')}\``);
     else out.push(`- ${tt.label}: ${report.postgres}`);
   }

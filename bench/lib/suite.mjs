@@ -145,6 +145,8 @@ export async function runSuite(scenarios, opts) {
                       ...(name === 'sluice-cache' ? ['--cache'] : []),
                     ],
                   });
+            if (name === 'pgbouncer')
+              proxy.command = `${machine.pgbouncer}: pool_mode transaction, default_pool_size ${POOL_SIZE}, max_client_conn ${MAX_CLIENT_CONN}, auth_type trust`;
             targets[name] = { label: SUITE_LABELS[name], available: true, conn: proxy, proxy };
             log(`${SUITE_LABELS[name]} on ${proxy.host}:${proxy.port} (pid ${proxy.pid})`);
           } catch (err) {
