@@ -86,6 +86,10 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     },
     connectTimeoutMs: config.server_connect_timeout * 1000,
     maxMessageBytes: config.max_message_bytes,
+    breaker: {
+      failureThreshold: config.breaker_failure_threshold,
+      resetTimeoutMs: config.breaker_reset_timeout * 1000,
+    },
     // A plaintext password answers any upstream challenge and an md5 hash answers md5 ones
     // (the server-connection refuses to use it for anything else); a SCRAM verifier cannot log in.
     upstreamPasswordFor: (user) => {
@@ -197,6 +201,7 @@ function createResultCache(config: SluiceConfig, upstream: UpstreamEndpoint): Re
     maxEntryBytes: config.cache_max_entry_bytes,
     ttlMs: config.cache_ttl * 1000,
     degradedTtlMs: config.cache_degraded_ttl * 1000,
+    staleMaxAgeMs: config.cache_stale_max_age * 1000,
     redisUrl: config.redis,
     catalogs,
   });

@@ -26,6 +26,11 @@ export class MemoryTier {
   private readonly lru: LRUCache<string, Buffer>;
   private readonly maxBytes: number;
   private readonly maxEntryBytes: number;
+  /**
+   * When entries kept past their TTL for serve_stale stop being fresh. The LRU's own TTL for them
+   * is TTL + keep-stale time, so it bounds how long they may be served stale.
+   */
+  private readonly freshUntil = new Map<string, number>();
 
   constructor(opts: MemoryTierOptions) {
     if (!(opts.maxBytes > 0)) throw new RangeError(`maxBytes must be positive, got ${opts.maxBytes}`);
@@ -36,8 +41,9 @@ export class MemoryTier {
     const lru = new LRUCache<string, Buffer>({
       maxSize: opts.maxBytes,
       sizeCalculation: entrySize,
-      dispose: (_value, _key, reason) => {
+      dispose: (_value, key, reason) => {
         if (reason === 'evict') this.stats.evictions++;
+        if (this.freshUntil.size > 0) this.freshUntil.delete(key);
       },
     });
     this.lru = lru;
@@ -58,14 +64,32 @@ export class MemoryTier {
 
   /** The live entry for `key`, or undefined (absent or past its TTL). */
   get(key: string): Buffer | undefined {
-    const value = this.lru.get(key);
+    let value = this.lru.get(key);
+    if (value !== undefined && this.freshUntil.size > 0) {
+      const until = this.freshUntil.get(key);
+      if (until !== undefined && until <= Date.now()) value = undefined;
+    }
     if (value === undefined) this.stats.misses++;
     else this.stats.hits++;
     return value;
   }
 
-  /** Stores `value` for `ttlMs`; values over maxEntryBytes, and TTLs under 1 ms, are refused. */
-  set(key: string, value: Buffer, ttlMs: number): void {
+  /**
+   * The entry for `key` even past its TTL, if it was stored with a keep-stale time that has not
+   * run out yet, with how long ago it expired (0 when it is still fresh).
+   */
+  getStale(key: string): { value: Buffer; expiredMs: number } | undefined {
+    const until = this.freshUntil.get(key);
+    const value = until === undefined ? undefined : this.lru.get(key);
+    if (until === undefined || value === undefined) return undefined;
+    return { value, expiredMs: Math.max(0, Date.now() - until) };
+  }
+
+  /**
+   * Stores `value` for `ttlMs`; values over maxEntryBytes, and TTLs under 1 ms, are refused. With
+   * `keepStaleMs`, the entry stays that much longer for getStale() (get() no longer sees it).
+   */
+  set(key: string, value: Buffer, ttlMs: number, keepStaleMs = 0): void {
     // lru-cache reads a TTL of 0 as "forever": a caller computing a TTL of 0 means "not at all".
     const ttl = Math.ceil(ttlMs);
     if (value.length > this.maxEntryBytes || !(ttl >= 1) || entrySize(value, key) > this.maxBytes) {
@@ -79,11 +103,17 @@ export class MemoryTier {
     // view: copy it into memory of its own so `bytes` is what the entry really holds.
     const owned = value.byteLength === value.buffer.byteLength ? value : ownCopy(value);
     this.stats.sets++;
-    this.lru.set(key, owned, { ttl });
+    if (keepStaleMs > 0) {
+      this.lru.set(key, owned, { ttl: ttl + Math.ceil(keepStaleMs) });
+      this.freshUntil.set(key, Date.now() + ttl);
+    } else {
+      this.lru.set(key, owned, { ttl });
+    }
   }
 
   clear(): void {
     this.lru.clear();
+    this.freshUntil.clear();
   }
 }
 

@@ -26,6 +26,8 @@ export interface ResultCacheOptions {
   ttlMs: number;
   /** TTL while the shared tier is down and other instances' writes cannot reach us. */
   degradedTtlMs: number;
+  /** How long past its TTL an entry whose rule has serve_stale is kept (cache_stale_max_age). */
+  staleMaxAgeMs: number;
   redisUrl: string | undefined;
   catalogs: CatalogRegistry;
 }
@@ -45,12 +47,16 @@ export interface CacheRule {
   readonly ttl: number;
   /** Stable functions (now(), current_date...) may be cached for that TTL. */
   readonly allow_stable?: boolean | undefined;
+  /** The entry may be served past its TTL while the upstream's breaker is open. */
+  readonly serve_stale?: boolean | undefined;
 }
 
 /** A cacheable read: where its entry lives. */
 export interface ReadPlan {
   readonly key: string;
   readonly ttlMs: number;
+  /** How long past ttlMs the entry is kept for serve_stale (0: not at all). */
+  readonly keepStaleMs: number;
 }
 
 /**
@@ -70,6 +76,8 @@ const NO_EFFECT: Verdict = Object.freeze({ read: undefined, writes: undefined })
 
 export interface ResultCacheStats {
   hits: number;
+  /** Expired entries served because the upstream's breaker was open (serve_stale). */
+  staleHits: number;
   sharedHits: number;
   misses: number;
   stores: number;
@@ -93,6 +101,7 @@ export class ResultCache {
   readonly versions: TableVersions;
   readonly stats: ResultCacheStats = {
     hits: 0,
+    staleHits: 0,
     sharedHits: 0,
     misses: 0,
     stores: 0,
@@ -349,6 +358,8 @@ export class ResultCache {
     return {
       key: `${ctx.database}\0${ctx.user}\0${ctx.settingsKey}\0${tokens}\0${sql}\0${extra}`,
       ttlMs: rule && !degraded ? rule.ttl * 1000 : this.ttlMs,
+      // Degraded, other instances' writes may be unseen: nothing is trusted past its TTL then.
+      keepStaleMs: rule?.serve_stale === true && !degraded ? this.options.staleMaxAgeMs : 0,
     };
   }
 
@@ -377,6 +388,19 @@ export class ResultCache {
   }
 
   /**
+   * An expired entry kept for serve_stale, from the in-process tier only (the shared tier keeps
+   * nothing past its TTL). Still keyed by the current table versions: a write through Sluice
+   * orphans it as it does a fresh one, so only the TTL is relaxed. The caller decides that the
+   * upstream is unreachable.
+   */
+  lookupStale(plan: ReadPlan): { value: Buffer; expiredMs: number } | undefined {
+    if (plan.keepStaleMs === 0) return undefined;
+    const found = this.memory.getStale(plan.key);
+    if (found) this.stats.staleHits++;
+    return found;
+  }
+
+  /**
    * After an in-process miss: a promise of the entry when the shared tier or a read already in
    * flight may supply it, or undefined when the caller should run the query itself now.
    */
@@ -391,7 +415,7 @@ export class ResultCache {
     return redis.get(sharedKey(plan.key)).then((entry) => {
       if (entry) {
         this.stats.sharedHits++;
-        this.memory.set(plan.key, entry, plan.ttlMs);
+        this.memory.set(plan.key, entry, plan.ttlMs, plan.keepStaleMs);
       }
       return entry;
     });
@@ -415,7 +439,7 @@ export class ResultCache {
       if (ownsFlight) this.flights.delete(plan.key);
       if (entry) {
         this.stats.stores++;
-        this.memory.set(plan.key, entry, plan.ttlMs);
+        this.memory.set(plan.key, entry, plan.ttlMs, plan.keepStaleMs);
         if (this.redis?.up && this.versions.shared) this.redis.set(sharedKey(plan.key), entry, plan.ttlMs);
       } else {
         this.stats.notStored++;

@@ -84,6 +84,18 @@ export const configSchema = z
       })
       .strict()
       .default({ port: 0 }),
+    /**
+     * Connection attempts to the upstream failing in a row (refused, dropped, timed out) that open
+     * its circuit breaker. SQL errors and login refusals (28P01, 3D000...) never count.
+     */
+    breaker_failure_threshold: z.number().int().positive().default(5),
+    /** Seconds the breaker stays open (clients get 57P03) before a probe tries the upstream again. */
+    breaker_reset_timeout: z.number().positive().default(5),
+    /**
+     * Seconds past its TTL that an entry whose rule has serve_stale is kept, to be served (with a
+     * NOTICE) while the upstream's breaker is open. Such entries still count towards cache_max_bytes.
+     */
+    cache_stale_max_age: seconds.default(3600),
   })
   .strict()
   .refine((c) => c.min_pool_size <= c.pool_size, {
@@ -111,6 +123,9 @@ export const numericKeys = new Set([
   'cache_max_entry_bytes',
   'cache_ttl',
   'cache_degraded_ttl',
+  'breaker_failure_threshold',
+  'breaker_reset_timeout',
+  'cache_stale_max_age',
 ]);
 
 /** Top-level keys whose values come from the environment as booleans (true/false/1/0). */

@@ -3,6 +3,7 @@
 import { isMd5PasswordHash } from '../protocol/md5-auth.js';
 import { Pool, type PoolSettings, type PoolStats } from './pool.js';
 import type { UpstreamTarget } from './server-connection.js';
+import { type BreakerSettings, type BreakerSnapshot, UpstreamBreaker } from './upstream-breaker.js';
 
 export interface UpstreamEndpoint {
   host: string;
@@ -17,6 +18,7 @@ export interface PoolManagerOptions {
   settings: PoolSettings;
   connectTimeoutMs: number;
   maxMessageBytes: number;
+  breaker: BreakerSettings;
   /** What Sluice knows of this user's password for the upstream: plaintext or an md5 hash. */
   upstreamPasswordFor(user: string): string | undefined;
 }
@@ -26,8 +28,16 @@ const TICK_MS = 100;
 export class PoolManager {
   private readonly pools = new Map<string, Pool>();
   private readonly timer: NodeJS.Timeout;
+  /** One upstream today, so one breaker; keyed by host:port should upstreams ever multiply. */
+  private readonly breaker: UpstreamBreaker;
 
   constructor(private readonly options: PoolManagerOptions) {
+    const { host, port } = options.upstream;
+    this.breaker = new UpstreamBreaker(`${host}:${port}`, options.breaker);
+    this.breaker.onOpen = () => {
+      const err = this.breaker.openError();
+      for (const pool of this.pools.values()) pool.onBreakerOpen(err);
+    };
     this.timer = setInterval(() => this.tick(), TICK_MS);
     this.timer.unref();
   }
@@ -51,7 +61,7 @@ export class PoolManager {
         connectTimeoutMs: this.options.connectTimeoutMs,
         maxMessageBytes: this.options.maxMessageBytes,
       };
-      pool = new Pool(database, user, target, this.options.settings);
+      pool = new Pool(database, user, target, this.options.settings, this.breaker);
       this.pools.set(key, pool);
     }
     return pool;
@@ -69,8 +79,14 @@ export class PoolManager {
     return [...this.pools.values()].map((p) => p.stats());
   }
 
+  /** Each upstream's circuit breaker as plain data (metrics, /readyz, SHOW BREAKERS). */
+  breakers(): BreakerSnapshot[] {
+    return [this.breaker.snapshot()];
+  }
+
   close(): void {
     clearInterval(this.timer);
+    this.breaker.shutdown();
     for (const pool of this.pools.values()) pool.close();
   }
 

@@ -6,7 +6,8 @@ import { logger } from '../observe/logger.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { ListenHub } from './listen-hub.js';
-import { InternalQueryError, ServerConnection, type UpstreamTarget } from './server-connection.js';
+import { InternalQueryError, type ServerConnection, type UpstreamTarget } from './server-connection.js';
+import { BreakerOpenError, type UpstreamBreaker } from './upstream-breaker.js';
 
 export interface PoolSettings {
   size: number;
@@ -54,7 +55,25 @@ export class Pool {
     readonly user: string,
     private readonly target: UpstreamTarget,
     private readonly settings: PoolSettings,
+    private readonly breaker: UpstreamBreaker,
   ) {}
+
+  /**
+   * True when a client without a server would get 57P03 now: the upstream's breaker is not closed
+   * and no idle server is left (what decides whether a stale cache entry may be served).
+   */
+  get cannotConnectNow(): boolean {
+    return !this.breaker.closed && this.idle.length === 0;
+  }
+
+  /**
+   * The breaker just opened: clients queued for a connection get 57P03 now rather than when their
+   * own attempt times out, unless a live server of this pool may still come back to them.
+   */
+  onBreakerOpen(err: BreakerOpenError): void {
+    if (this.total - this.connecting > 0) return;
+    for (const { waiter } of this.waiting.splice(0)) waiter.onAcquireFailed(err);
+  }
 
   /** Calls `waiter.onServerAcquired` now if a server is free, later otherwise. */
   acquire(waiter: PoolWaiter): void {
@@ -250,7 +269,7 @@ export class Pool {
   private connectOne(): void {
     this.total++;
     this.connecting++;
-    ServerConnection.connect(this.target).then(
+    this.breaker.connect(this.target).then(
       (server) => {
         this.connecting--;
         this.everConnected = true;
@@ -261,10 +280,13 @@ export class Pool {
       (err: Error) => {
         this.connecting--;
         this.total--;
-        logger.warn(
-          { database: this.database, user: this.user, err: err.message },
-          'server connection failed',
-        );
+        // The breaker already logged why it opened: one line per refused client would flood.
+        if (!(err instanceof BreakerOpenError)) {
+          logger.warn(
+            { database: this.database, user: this.user, err: err.message },
+            'server connection failed',
+          );
+        }
         // One failed attempt fails one waiter; the others keep waiting for the next attempt.
         const next = this.waiting.shift();
         next?.waiter.onAcquireFailed(err);

@@ -2,6 +2,7 @@
 // https://www.postgresql.org/docs/current/errcodes-appendix.html
 export const SqlState = {
   SuccessfulCompletion: '00000',
+  Warning: '01000',
   ConnectionFailure: '08006',
   ConnectionException: '08000',
   ProtocolViolation: '08P01',

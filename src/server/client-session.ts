@@ -33,6 +33,7 @@ import {
   type Verification,
 } from './client-statements.js';
 import { classifyQuery, mayAffectSession, SessionSettings } from './session-state.js';
+import { staleAnswer } from './stale-answer.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
 
@@ -746,7 +747,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (verdict.writes !== undefined) this.noteTransactionWrites(verdict.writes);
     const plan = verdict.read;
     if (plan === undefined) return false;
-    const entry = cache.lookup(plan);
+    const entry =
+      cache.lookup(plan) ?? staleAnswer(cache, plan, this.server === null && this.pool.cannotConnectNow);
     if (entry !== undefined) {
       this.forwardRun(buf, start);
       this.runStart = end;
@@ -884,7 +886,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.abandonBatch();
       return false;
     }
-    const entry = cache.lookup(plan);
+    const entry =
+      cache.lookup(plan) ?? staleAnswer(cache, plan, this.server === null && this.pool.cannotConnectNow);
     if (entry !== undefined) {
       // Nothing of the batch went out: drop what it queued and the replies it expected.
       this.batch = null;

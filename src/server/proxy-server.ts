@@ -198,7 +198,8 @@ export class ProxyServer {
     if (err instanceof UpstreamRejectedError) {
       reply = err.errorResponse;
     } else if (err instanceof ProxyError) {
-      reply = err.toErrorResponse();
+      // Any error before ReadyForQuery ends the connection: say so (a pool's 57P03 is an ERROR).
+      reply = createErrorResponse({ ...err.toErrorFields(), severity: 'FATAL' });
     } else {
       logger.error({ err }, 'internal error during login');
       reply = createErrorResponse({

@@ -116,4 +116,28 @@ describe('MemoryTier', () => {
     tier.set('whole', whole, 60_000);
     expect(tier.get('whole')).toBe(whole);
   });
+
+  it('keeps an entry stored with a keep-stale time for getStale() only, and only that long', async () => {
+    const tier = new MemoryTier({ maxBytes: 100_000, maxEntryBytes: 10_000 });
+    // TTLs of a few hundred ms: a loaded shared machine can stall a test for tens of them.
+    tier.set('stale', bytes(10), 300, 400);
+    tier.set('plain', bytes(10), 300);
+    expect(tier.get('stale')).toBeDefined();
+    expect(tier.getStale('stale')?.expiredMs).toBe(0);
+    expect(tier.getStale('plain')).toBeUndefined();
+    await sleep(350);
+    expect(tier.get('stale')).toBeUndefined();
+    expect(tier.get('plain')).toBeUndefined();
+    expect(tier.getStale('stale')?.expiredMs).toBeGreaterThan(0);
+    await sleep(400);
+    expect(tier.getStale('stale')).toBeUndefined();
+  });
+
+  it('forgets the keep-stale time when an entry is replaced by a plain one', async () => {
+    const tier = new MemoryTier({ maxBytes: 100_000, maxEntryBytes: 10_000 });
+    tier.set('k', bytes(10), 30, 10_000);
+    tier.set('k', bytes(10, 0x62), 30);
+    await sleep(80);
+    expect(tier.getStale('k')).toBeUndefined();
+  });
 });

@@ -53,6 +53,9 @@ describe('loadConfig defaults and file values', () => {
       cache_degraded_ttl: 0,
       log_level: 'info',
       embedded: { port: 0 },
+      breaker_failure_threshold: 5,
+      breaker_reset_timeout: 5,
+      cache_stale_max_age: 3600,
     });
     expect(c.upstream).toBeUndefined();
   });
