@@ -92,6 +92,28 @@ export async function explainStatement(
     );
   } else {
     for (const change of verdict?.changes ?? []) lines.push(`  rewrite ${change}`);
+    const timed = verdict?.matched.find((rule) => rule.timeout !== undefined);
+    if (timed !== undefined) {
+      lines.push(
+        verdict?.timeoutPrefix === undefined
+          ? `  timeout ${timed.timeout} s (${timed.name}): not applicable to a ${analysis.kind} statement`
+          : `  timeout ${timed.timeout} s (${timed.name}): sent as "${verdict.timeoutPrefix}<final query>" ` +
+              'when outside a transaction block (simple protocol); 57014 when exceeded',
+      );
+    }
+    const slot = verdict?.concurrency;
+    if (slot !== undefined) {
+      const mc = slot.rule.max_concurrency!;
+      lines.push(
+        `  max_concurrency ${mc.limit} per digest (${slot.rule.name}): ` +
+          (mc.queue ? 'more wait their turn' : 'more are refused with 53300'),
+      );
+    }
+    if (verdict?.route !== undefined) {
+      lines.push(
+        `  route ${verdict.route}: recorded only — Sluice has no replicas yet, so every statement runs on the primary`,
+      );
+    }
     lines.push('final query', `  ${verdict?.rewritten ?? sql}`);
   }
   return { text: lines.join('\n'), code: 0 };
