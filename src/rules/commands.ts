@@ -18,7 +18,7 @@ const DEFAULT_CONTEXT: MatchContext = { user: 'postgres', database: 'postgres', 
 export async function checkRules(dir: string, ctx: MatchContext = DEFAULT_CONTEXT): Promise<CommandOutput> {
   await loadQueryParser();
   const set = loadRulesDir(dir);
-  const engine = new RuleEngine({ current: set }, new QueryAnalyzer());
+  const engine = new RuleEngine({ current: set }, new QueryAnalyzer(), null);
   const lines: string[] = [`${set.rules.length} rules in ${set.files.length} files`];
   let failures = 0;
   for (const test of set.tests) {
@@ -69,7 +69,7 @@ export async function explainStatement(
     `  digest:        ${analysis.digest}`,
     `  fingerprint:   ${analysis.fingerprint || '-'}`,
   ];
-  const verdict = new RuleEngine({ current: set }, analyzer).judge(sql, ctx);
+  const verdict = new RuleEngine({ current: set }, analyzer, null).judge(sql, ctx);
   lines.push(`rules (${set.rules.length} loaded)`);
   if (!verdict) {
     lines.push('  none match');

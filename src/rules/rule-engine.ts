@@ -6,6 +6,7 @@ import { createErrorResponse } from '../protocol/backend-messages.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import type { QueryAnalysis, QueryAnalyzer } from '../query/analysis.js';
 import { literalShape } from '../query/literal-shape.js';
+import { AntiPatternReport } from './anti-patterns.js';
 import { ConcurrencyLimiter } from './concurrency.js';
 import { applyBuiltinRewrite, BUILTIN_REWRITE_NAMES, type BuiltinRewriteName } from './rewrites.js';
 import type { MatchContext, RuleSet } from './rule-set.js';
@@ -44,10 +45,20 @@ export class RuleEngine {
   /** Slots of `max_concurrency` rules, shared by every session of this process. */
   readonly concurrency = new ConcurrencyLimiter();
 
+  /**
+   * @param antiPatterns where statements judged here are reported (null: nowhere, as in the CLI,
+   *   whose output is the report itself).
+   */
   constructor(
     private readonly source: RuleSource,
     readonly analyzer: QueryAnalyzer,
+    readonly antiPatterns: AntiPatternReport | null = new AntiPatternReport(),
   ) {}
+
+  /** A client's transaction ended: what counts per transaction starts over. */
+  endTransaction(ctx: MatchContext): void {
+    this.antiPatterns?.endTransaction(ctx);
+  }
 
   /** Matches per rule name since start, as plain data (sluice_rule_matches_total). */
   matchCounts(): Map<string, number> {
@@ -85,6 +96,7 @@ export class RuleEngine {
     const set = this.source.current;
     if (set.rules.length === 0) return undefined;
     const analysis = this.analyze(sql);
+    this.antiPatterns?.observe(analysis, sql, ctx, ctx.database);
     const matched = set.match(analysis, ctx);
     if (matched.length === 0) return undefined;
     const verdict = explainWith(analysis, matched, sql, (text) => this.analyzer.analyze(text));

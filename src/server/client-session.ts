@@ -583,6 +583,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       noteSchemaChange();
     }
     if (status === STATUS_IDLE && this.settings.hasPending) this.commitSettings();
+    if (status === STATUS_IDLE && this.matchContextValue !== undefined)
+      this.rules?.endTransaction(this.matchContextValue);
     if (status === STATUS_IDLE && this.transactionWrites !== null) this.endTransactionWrites();
     // A terminating client lets go once its last reply is in; release() judges cleanliness.
     if (this.terminating) return this.awaitingReady === 0;
