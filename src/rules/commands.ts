@@ -2,6 +2,7 @@
 // test cases, and showing what Sluice would do with one statement (analysis, matching rules, final
 // text). Both judge statements exactly as the proxy does (RuleEngine).
 import { loadQueryParser, QueryAnalyzer } from '../query/analysis.js';
+import { AntiPatternReport } from './anti-patterns.js';
 import { loadRulesDir } from './loader.js';
 import { RuleEngine } from './rule-engine.js';
 import type { MatchContext, RuleSet } from './rule-set.js';
@@ -69,6 +70,16 @@ export async function explainStatement(
     `  digest:        ${analysis.digest}`,
     `  fingerprint:   ${analysis.fingerprint || '-'}`,
   ];
+  const patterns = new AntiPatternReport({ logIntervalMs: Number.POSITIVE_INFINITY });
+  patterns.observe(analysis, sql, {}, ctx.database);
+  lines.push(
+    `  anti-patterns: ${
+      patterns
+        .report()
+        .map((e) => e.pattern)
+        .join(', ') || '-'
+    }`,
+  );
   const verdict = new RuleEngine({ current: set }, analyzer, null).judge(sql, ctx);
   lines.push(`rules (${set.rules.length} loaded)`);
   if (!verdict) {

@@ -87,6 +87,9 @@ export function applyTemplate(template: string, sql: string): string | undefined
 
 /** The text without a trailing `;` and the comments and blanks around it, or undefined if unscannable. */
 function withoutTrailingSemicolons(sql: string): string | undefined {
+  // Without comments a trailing `;` can only be a terminator (the text parsed, so no string is
+  // left open): no scan, which costs 10-40 µs a statement and simple-protocol texts differ.
+  if (!sql.includes('--') && !sql.includes('/*')) return sql.replace(/[\s;]+$/, '');
   const tokens = scan(sql);
   if (tokens === undefined) return undefined;
   let cut = Buffer.byteLength(sql, 'utf8');

@@ -535,6 +535,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.acquiring = false;
     this.pausedForAcquire = false;
     this.queued.length = 0;
+    // No ReadyForQuery will come for what was queued: a rule's slot and prefix go with it.
+    this.releaseConcurrencySlot();
+    this.timedQuery = undefined;
+    this.timedPrefixLength = 0;
     this.abortPendingCapture();
     if (this.closed) return;
     // With the head of a frame dropped, its tail must never reach a server as new messages.
@@ -730,7 +734,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.awaitingReady++;
     this.syncsSinceExecute = 0;
     this.statements.expectReady();
-    const text = rewritten ?? buf.toString('utf8', start + 5, end - 1);
+    const text = rewritten ?? sql;
     // Rewrites touch WHERE clauses, templates replace the text: what it writes is judged anew.
     if (this.cache !== undefined && rewritten !== undefined) {
       const writes = this.cache.judge(this.cacheContext, rewritten, false).writes;
