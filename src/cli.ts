@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { startSluice } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { logger } from './observe/logger.js';
+import { advise } from './rules/advise-command.js';
 import { checkRules, explainStatement } from './rules/commands.js';
 import { loadRulesDir, RulesError } from './rules/loader.js';
 
@@ -164,6 +165,32 @@ async function runRulesCommand(run: () => Promise<{ text: string; code: number }
     throw err;
   }
 }
+
+program
+  .command('advise')
+  .description(
+    'propose CREATE INDEX CONCURRENTLY statements from a workload and the catalog (never runs them)',
+  )
+  .requiredOption('--upstream <url>', 'PostgreSQL to read the catalog (and pg_stat_statements) from')
+  .option('--database <name>', 'database to advise on (default: the one in --upstream)')
+  .option(
+    '--queries <file>',
+    'workload from a file of statements separated by ; instead of pg_stat_statements',
+  )
+  .option('--limit <n>', 'at most this many proposals', '20')
+  .option('--min-rows <n>', 'leave tables with fewer rows alone', '1000')
+  .action(async (flags: Record<string, string | undefined>) => {
+    logger.level = 'warn';
+    const { text, code } = await advise({
+      upstream: flags.upstream!,
+      database: flags.database,
+      queries: flags.queries,
+      limit: Number(flags.limit),
+      minRows: Number(flags.minRows),
+    });
+    process.stdout.write(`${text}\n`);
+    process.exitCode = code;
+  });
 
 program.parseAsync().catch((err: unknown) => {
   logger.error({ err }, 'sluice failed');

@@ -95,6 +95,9 @@ const NOTIFICATION_RESPONSE = 0x41; // 'A'
 // While a statement description is being captured its RowDescription/NoData must arrive whole.
 // Only then: RowDescription answers every query, and most need no more than their header read.
 const DESCRIBE_INSPECT = inspectTable('ZSEG13TnA');
+// While the CommandComplete of a rule's `SET LOCAL statement_timeout` prefix is due (src/rules/
+// text-actions.ts): only then is CommandComplete looked at, so nothing is added per statement.
+const PREFIX_INSPECT = inspectTable('ZSEG13AC');
 const PARSE_COMPLETE = 0x31; // '1'
 const CLOSE_COMPLETE = 0x33; // '3'
 /** Server-side prepared statements kept per connection before the least recently used is closed. */
@@ -124,6 +127,7 @@ export class ServerConnection implements FrameHandler {
   private readonly preparedStatements = new Map<string, number>();
   /** The next RowDescription/NoData answers a Describe statement Sluice sent: capture it. */
   private capturingDescription = false;
+  private droppingPrefix = false;
   /** Injected simple queries whose replies, up to their ReadyForQuery, clients must not see. */
   private swallowing = 0;
   private owner: ServerOwner | null = null;
@@ -185,6 +189,20 @@ export class ServerConnection implements FrameHandler {
       this.capture = null;
       capture.abort();
     }
+  }
+
+  /**
+   * The query about to be written starts with a statement Sluice added (a rule's timeout): its
+   * CommandComplete, the first reply unless an error comes first, is dropped.
+   */
+  expectPrefixComplete(): void {
+    this.droppingPrefix = true;
+    this.reader.setInspectTable(PREFIX_INSPECT);
+  }
+
+  private endPrefix(): void {
+    this.droppingPrefix = false;
+    this.reader.setInspectTable(FORWARD_INSPECT);
   }
 
   /** Sends a simple query ahead of the client's messages; its replies are dropped. */
@@ -304,6 +322,16 @@ export class ServerConnection implements FrameHandler {
     if (this.swallowing > 0) {
       this.swallowSilentReply(type, buf, start, end);
       return;
+    }
+    // Set only while a rule's timeout prefix is being answered (a simple Query from an idle client).
+    if (this.droppingPrefix) {
+      if (type === BackendType.CommandComplete) {
+        this.endPrefix();
+        this.cut(buf, start, end);
+        return;
+      }
+      // The text failed before the prefix ran (a syntax error): there is no prefix reply.
+      if (type === BackendType.ErrorResponse || type === BackendType.ReadyForQuery) this.endPrefix();
     }
     switch (type) {
       case PARSE_COMPLETE:

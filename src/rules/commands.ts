@@ -2,6 +2,7 @@
 // test cases, and showing what Sluice would do with one statement (analysis, matching rules, final
 // text). Both judge statements exactly as the proxy does (RuleEngine).
 import { loadQueryParser, QueryAnalyzer } from '../query/analysis.js';
+import { AntiPatternReport } from './anti-patterns.js';
 import { loadRulesDir } from './loader.js';
 import { RuleEngine } from './rule-engine.js';
 import type { MatchContext, RuleSet } from './rule-set.js';
@@ -18,7 +19,7 @@ const DEFAULT_CONTEXT: MatchContext = { user: 'postgres', database: 'postgres', 
 export async function checkRules(dir: string, ctx: MatchContext = DEFAULT_CONTEXT): Promise<CommandOutput> {
   await loadQueryParser();
   const set = loadRulesDir(dir);
-  const engine = new RuleEngine({ current: set }, new QueryAnalyzer());
+  const engine = new RuleEngine({ current: set }, new QueryAnalyzer(), null);
   const lines: string[] = [`${set.rules.length} rules in ${set.files.length} files`];
   let failures = 0;
   for (const test of set.tests) {
@@ -69,7 +70,17 @@ export async function explainStatement(
     `  digest:        ${analysis.digest}`,
     `  fingerprint:   ${analysis.fingerprint || '-'}`,
   ];
-  const verdict = new RuleEngine({ current: set }, analyzer).judge(sql, ctx);
+  const patterns = new AntiPatternReport({ logIntervalMs: Number.POSITIVE_INFINITY });
+  patterns.observe(analysis, sql, {}, ctx.database);
+  lines.push(
+    `  anti-patterns: ${
+      patterns
+        .report()
+        .map((e) => e.pattern)
+        .join(', ') || '-'
+    }`,
+  );
+  const verdict = new RuleEngine({ current: set }, analyzer, null).judge(sql, ctx);
   lines.push(`rules (${set.rules.length} loaded)`);
   if (!verdict) {
     lines.push('  none match');
@@ -92,6 +103,28 @@ export async function explainStatement(
     );
   } else {
     for (const change of verdict?.changes ?? []) lines.push(`  rewrite ${change}`);
+    const timed = verdict?.matched.find((rule) => rule.timeout !== undefined);
+    if (timed !== undefined) {
+      lines.push(
+        verdict?.timeoutPrefix === undefined
+          ? `  timeout ${timed.timeout} s (${timed.name}): not applicable to a ${analysis.kind} statement`
+          : `  timeout ${timed.timeout} s (${timed.name}): sent as "${verdict.timeoutPrefix}<final query>" ` +
+              'when outside a transaction block (simple protocol); 57014 when exceeded',
+      );
+    }
+    const slot = verdict?.concurrency;
+    if (slot !== undefined) {
+      const mc = slot.rule.max_concurrency!;
+      lines.push(
+        `  max_concurrency ${mc.limit} per digest (${slot.rule.name}): ` +
+          (mc.queue ? 'more wait their turn' : 'more are refused with 53300'),
+      );
+    }
+    if (verdict?.route !== undefined) {
+      lines.push(
+        `  route ${verdict.route}: recorded only — Sluice has no replicas yet, so every statement runs on the primary`,
+      );
+    }
     lines.push('final query', `  ${verdict?.rewritten ?? sql}`);
   }
   return { text: lines.join('\n'), code: 0 };

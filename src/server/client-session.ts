@@ -22,8 +22,9 @@ import {
   peekTarget,
   STATEMENT,
 } from '../protocol/statement-frames.js';
-import { blockedError, type RuleEngine } from '../rules/rule-engine.js';
+import { blockedError, concurrencyError, type RuleEngine } from '../rules/rule-engine.js';
 import type { MatchContext } from '../rules/rule-set.js';
+import { shiftErrorPosition } from '../rules/text-actions.js';
 import {
   ClientStatements,
   isVerification,
@@ -175,6 +176,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private matchContextValue: MatchContext | undefined;
   /** An extended-protocol batch being read up to its Sync, to be answered from the cache if possible. */
   private batch: CandidateBatch | null = null;
+  /** A Query carrying a rule's timeout prefix, until it is written to a server. */
+  private timedQuery: Buffer | undefined;
+  /** Characters of that prefix, until its ReadyForQuery (error positions are moved back by it). */
+  private timedPrefixLength = 0;
+  /** The `max_concurrency` slot this client holds until its statement's ReadyForQuery. */
+  private concurrencySlot: string | undefined;
 
   readonly pool: Pool;
   readonly mode: PoolMode;
@@ -418,8 +425,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       return;
     }
     if (server) {
-      if (this.holding === undefined) {
+      // A parked Query (cache or max_concurrency) keeps its place ahead of what follows it.
+      if (this.holding === undefined && !this.cacheParked) {
         if (Buffer.isBuffer(run)) {
+          if (run === this.timedQuery) this.writingTimedQuery(server);
           const flowing = server.write(run);
           if (this.pendingCapture) this.startCapture(server);
           if (!flowing) this.waitForServerDrain(server);
@@ -434,7 +443,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       }
       this.queued.push(run);
       // A verdict may have been waiting to see what follows a held Bind.
-      if (this.holding.result !== undefined) this.resolveHold();
+      if (this.holding?.result !== undefined) this.resolveHold();
       return;
     }
     this.queued.push(run);
@@ -455,6 +464,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         i++;
         break;
       }
+      if (item === this.timedQuery) this.writingTimedQuery(server);
       flowing = server.write(Buffer.isBuffer(item) ? item : this.statements.resolveQueued(server, item));
     }
     queued.splice(0, i);
@@ -503,6 +513,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     let flowing = true;
     const first = queued[0];
     if (queued.length === 1 && ahead.length === 0 && !replaySettings && Buffer.isBuffer(first)) {
+      if (first === this.timedQuery) this.writingTimedQuery(server);
       flowing = server.write(first);
       queued.length = 0;
     } else {
@@ -525,6 +536,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.acquiring = false;
     this.pausedForAcquire = false;
     this.queued.length = 0;
+    // No ReadyForQuery will come for what was queued: a rule's slot and prefix go with it.
+    this.releaseConcurrencySlot();
+    this.timedQuery = undefined;
+    this.timedPrefixLength = 0;
     this.abortPendingCapture();
     if (this.closed) return;
     // With the head of a frame dropped, its tail must never reach a server as new messages.
@@ -562,6 +577,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   onReadyForQuery(status: number): boolean {
     if (this.awaitingReady > 0) this.awaitingReady--;
+    // Rule actions are applied only with nothing else in flight: this ReadyForQuery ends theirs.
+    this.timedPrefixLength = 0;
+    if (this.concurrencySlot !== undefined && this.awaitingReady === 0) this.releaseConcurrencySlot();
     this.transactionStatus = status;
     this.statements.onReadyForQuery();
     if (this.ddlPending && status === STATUS_IDLE) {
@@ -570,6 +588,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       noteSchemaChange();
     }
     if (status === STATUS_IDLE && this.settings.hasPending) this.commitSettings();
+    if (status === STATUS_IDLE && this.matchContextValue !== undefined)
+      this.rules?.endTransaction(this.matchContextValue);
     if (status === STATUS_IDLE && this.transactionWrites !== null) this.endTransactionWrites();
     // A terminating client lets go once its last reply is in; release() judges cleanliness.
     if (this.terminating) return this.awaitingReady === 0;
@@ -629,6 +649,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const { replacement, aborted } = this.statements.onError(this.server, fields.C);
     // The held verification's messages were skipped: the barrier lifts after this frame.
     if (aborted !== undefined && aborted === this.holding) queueMicrotask(() => this.resolveHold());
+    if (replacement === undefined && this.timedPrefixLength > 0 && fields.P !== undefined) {
+      return shiftErrorPosition(fields, this.timedPrefixLength);
+    }
     return replacement;
   }
 
@@ -681,37 +704,103 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const verdict = rules.judge(sql, this.matchContext);
     if (verdict === undefined) return undefined;
     if (verdict.blockedBy) {
-      const error = blockedError(verdict.blockedBy);
-      this.forwardRun(buf, start);
-      this.runStart = end;
-      if (this.mayReadFromCache) {
-        // Nothing in flight, no transaction: answer at once, no server needed.
-        this.writeCached(Buffer.concat([error, READY_FOR_QUERY.I]));
-        return true;
-      }
-      // Replies must stay in order, and an error inside a transaction aborts it: a statement the
-      // server is sure to reject goes instead, and its error is replaced by the rule's.
-      this.awaitingReady++;
-      this.syncsSinceExecute = 0;
-      this.statements.expectReplacedError(error);
-      this.statements.expectReady();
-      this.send(BLOCKED_QUERY);
+      this.refuseQuery(blockedError(verdict.blockedBy), buf, start, end);
       return true;
     }
+    // Timeouts and concurrency slots apply to a statement with nothing else in flight, so the
+    // next ReadyForQuery is its own; a timeout only outside a transaction block (see
+    // src/rules/text-actions.ts timeoutPrefix).
+    const quiet = this.awaitingReady === 0 && !this.unsynced && !this.clientInCopyIn && !this.cacheParked;
+    const prefix = quiet && this.transactionStatus === STATUS_IDLE ? verdict.timeoutPrefix : undefined;
+    const slot = quiet ? verdict.concurrency : undefined;
     const rewritten = verdict.rewritten;
-    if (rewritten === undefined) return verdict.matched.find((rule) => rule.cache !== undefined)?.cache;
+    if (rewritten === undefined && prefix === undefined && slot === undefined) {
+      return verdict.matched.find((rule) => rule.cache !== undefined)?.cache;
+    }
+    let wait: Promise<void> | undefined;
+    if (slot !== undefined) {
+      const { limit, queue } = slot.rule.max_concurrency!;
+      if (rules.concurrency.tryAcquire(slot.key, limit)) {
+        this.concurrencySlot = slot.key;
+      } else if (queue) {
+        wait = rules.concurrency.wait(slot.key);
+      } else {
+        rules.concurrency.stats.refused++;
+        this.refuseQuery(concurrencyError(slot.rule), buf, start, end);
+        return true;
+      }
+    }
     this.forwardRun(buf, start);
     this.runStart = end;
     this.awaitingReady++;
     this.syncsSinceExecute = 0;
     this.statements.expectReady();
-    // Built-in rewrites touch WHERE clauses only: what the statement writes is judged anew.
-    if (this.cache !== undefined) {
+    const text = rewritten ?? sql;
+    // Rewrites touch WHERE clauses, templates replace the text: what it writes is judged anew.
+    if (this.cache !== undefined && rewritten !== undefined) {
       const writes = this.cache.judge(this.cacheContext, rewritten, false).writes;
       if (writes !== undefined) this.noteTransactionWrites(writes);
     }
-    this.send(serialize.query(rewritten));
+    const frame =
+      rewritten === undefined && prefix === undefined
+        ? Buffer.from(buf.subarray(start, end))
+        : serialize.query(prefix === undefined ? text : prefix + text);
+    if (prefix !== undefined) {
+      this.timedQuery = frame;
+      this.timedPrefixLength = prefix.length;
+    }
+    if (wait === undefined) this.send(frame);
+    else this.parkForSlot(rules, slot!.key, frame, wait);
     return true;
+  }
+
+  /**
+   * Answers a Query with a rule's error instead of running it. With nothing in flight and no
+   * transaction it is answered at once; otherwise replies must stay in order and an error inside
+   * a transaction aborts it, so a statement the server is sure to reject goes instead and its
+   * error is replaced by the rule's.
+   */
+  private refuseQuery(error: Buffer, buf: Buffer, start: number, end: number): void {
+    this.forwardRun(buf, start);
+    this.runStart = end;
+    if (this.mayReadFromCache) {
+      this.writeCached(Buffer.concat([error, READY_FOR_QUERY.I]));
+      return;
+    }
+    this.awaitingReady++;
+    this.syncsSinceExecute = 0;
+    this.statements.expectReplacedError(error);
+    this.statements.expectReady();
+    this.send(BLOCKED_QUERY);
+  }
+
+  private writingTimedQuery(server: ServerConnection): void {
+    this.timedQuery = undefined;
+    server.expectPrefixComplete();
+  }
+
+  private releaseConcurrencySlot(): void {
+    const key = this.concurrencySlot;
+    this.concurrencySlot = undefined;
+    if (key !== undefined) this.rules?.concurrency.release(key);
+  }
+
+  /** Waits for a `max_concurrency` slot (`queue: true`); what the client sends meanwhile queues behind. */
+  private parkForSlot(rules: RuleEngine, key: string, frame: Buffer, wait: Promise<void>): void {
+    this.cacheParked = true;
+    this.socket.pause();
+    void wait.then(() =>
+      this.guarded(() => {
+        this.cacheParked = false;
+        if (this.closed) {
+          rules.concurrency.release(key);
+          return;
+        }
+        this.concurrencySlot = key;
+        this.queued.unshift(frame);
+        this.resumeQueued();
+      }),
+    );
   }
 
   // ---- result cache ---------------------------------------------------------------------------
@@ -949,6 +1038,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       if (!cache.inFlight(plan)) this.pendingCapture = cache.lead(plan);
       this.queued.unshift(...frames);
     }
+    this.resumeQueued();
+  }
+
+  /** After a park: what queued meanwhile goes to the server (or waits for one). */
+  private resumeQueued(): void {
     if (this.server === null) {
       this.acquireForQueued();
     } else if (this.queued.length > 0) {
@@ -1480,6 +1574,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.acquiring = false;
     this.queued.length = 0;
     this.abortPendingCapture();
+    this.releaseConcurrencySlot();
     const server = this.server;
     if (server) {
       this.server = null;

@@ -297,6 +297,7 @@ describe('the shipped rules/ directory', () => {
       '10-safety.yaml',
       '20-cache.yaml',
       '30-rewrites.yaml',
+      '40-limits.yaml',
     ]);
     expect(set.tests.length).toBeGreaterThan(0);
     const analyzer = new QueryAnalyzer();
