@@ -9,6 +9,8 @@ import type pg from 'pg';
  */
 export const MIGRATION_LOCK_KEY = '32488873856820481';
 
+const LOCK_POLL_MS = 200;
+
 export class MigrationLockTimeout extends Error {
   constructor(holder: string, timeoutMs: number) {
     super(`another migrator (${holder}) held the migration lock for more than ${timeoutMs / 1000} s`);
@@ -34,15 +36,16 @@ export async function acquireMigrationLock(
   if (tried.rows[0]?.ok) return release;
   const holder = await describeHolder(client);
   onWait(holder);
-  // lock_timeout bounds the wait on advisory locks too; 55P03 when it runs out.
-  await client.query(`SET lock_timeout = ${Math.max(1, Math.round(timeoutMs))}`);
-  try {
-    await client.query('SELECT pg_advisory_lock($1::bigint)', [MIGRATION_LOCK_KEY]);
-  } catch (err) {
-    if ((err as { code?: string }).code === '55P03') throw new MigrationLockTimeout(holder, timeoutMs);
-    throw err;
-  } finally {
-    await client.query('RESET lock_timeout');
+  // Polled, not pg_advisory_lock(): a backend blocked in that statement holds a snapshot, and the
+  // holder's CREATE INDEX CONCURRENTLY waits for every older snapshot to go: a deadlock (40P01).
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
+    const again = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [
+      MIGRATION_LOCK_KEY,
+    ]);
+    if (again.rows[0]?.ok) break;
+    if (Date.now() >= deadline) throw new MigrationLockTimeout(holder, timeoutMs);
   }
   return release;
 }
