@@ -5,12 +5,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import type pg from 'pg';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { MIGRATION_LOCK_KEY } from '../../src/migrate/lock.js';
 import { MigrationError, Migrator } from '../../src/migrate/runner.js';
 import { seedDatabase } from '../../src/seed/seed.js';
 import { createTestDatabase, directClient, dropTestDatabase, pgInfo } from './harness/database.js';
+import { startProxy } from './harness/proxy.js';
 
 const execFileAsync = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -321,6 +322,30 @@ describe('sluice migrate', () => {
     }
     // Five node processes; on a loaded 2-core machine each takes seconds just to start.
   }, 240_000);
+});
+
+describe('migrate_on_start', () => {
+  it('is off for a given upstream unless set, and then applies the pending migrations before serving', async () => {
+    await withDatabase('migrate_on_start', async (db, client) => {
+      const plain = await startProxy({ upstream: urlOf(db) });
+      await plain.stop();
+      expect(await tables(client)).toEqual([]);
+      const proxy = await startProxy({ upstream: urlOf(db), migrate_on_start: true });
+      try {
+        expect(await tables(client)).toEqual([...TRADING_TABLES, 'sluice_migrations'].sort());
+        const viaProxy = new pg.Client({ connectionString: proxy.url(db) });
+        await viaProxy.connect();
+        try {
+          const { rows } = await viaProxy.query('SELECT count(*)::int AS n FROM sluice_migrations');
+          expect(rows[0]?.n).toBe(7);
+        } finally {
+          await viaProxy.end();
+        }
+      } finally {
+        await proxy.stop();
+      }
+    });
+  });
 });
 
 describe('sluice seed', () => {
