@@ -7,6 +7,7 @@ import { ResultCache } from './cache/result-cache.js';
 import type { SluiceConfig } from './config/schema.js';
 import { loadUsers } from './config/users.js';
 import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded-postgres.js';
+import { migrateOnStart } from './migrate/on-start.js';
 import { logger } from './observe/logger.js';
 import { PoolManager, type UpstreamEndpoint } from './pool/pool-manager.js';
 import { loadQueryParser, QueryAnalyzer } from './query/analysis.js';
@@ -66,6 +67,12 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
       port: config.embedded.port,
     });
     upstreamUrl = embedded.url;
+  }
+  if (config.migrate_on_start ?? embedded !== undefined) {
+    await migrateOnStart(upstreamUrl).catch(async (err: unknown) => {
+      await embedded?.stop();
+      throw err;
+    });
   }
   const upstream = parseUpstreamUrl(upstreamUrl);
   // Without a users list, the upstream's own user may log in with the upstream's password.

@@ -4,10 +4,12 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startSluice } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
+import { runMigrate, runSeed } from './migrate/commands.js';
 import { logger } from './observe/logger.js';
 import { advise } from './rules/advise-command.js';
 import { checkRules, explainStatement } from './rules/commands.js';
 import { loadRulesDir, RulesError } from './rules/loader.js';
+import { SEED_DEFAULTS } from './seed/seed.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -190,6 +192,117 @@ program
     });
     process.stdout.write(`${text}\n`);
     process.exitCode = code;
+  });
+
+// --- migrate / seed -----------------------------------------------------------------------------
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number');
+  return n;
+}
+
+/** --upstream and --dir, shared by every migrate subcommand. */
+function targetOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--upstream <url>',
+      'database to migrate (env: SLUICE_UPSTREAM; default: the embedded PostgreSQL)',
+    )
+    .option('--dir <dir>', 'migrations directory', 'migrations');
+}
+
+function migrateFlags(flags: Record<string, unknown>) {
+  return {
+    upstream: (flags.upstream as string | undefined) ?? process.env.SLUICE_UPSTREAM,
+    dir: flags.dir as string,
+    force: flags.force === true,
+    timeSeries: flags.timeSeries as 'auto' | 'timescaledb' | 'partitions' | undefined,
+  };
+}
+
+const printLine = (line: string) => process.stdout.write(`${line}\n`);
+const migrate = program.command('migrate').description('apply, revert and inspect schema migrations');
+
+targetOptions(migrate.command('up'))
+  .description('apply pending migrations (all, or the next N), each in its own transaction')
+  .argument('[n]', 'how many to apply', positiveInt)
+  .option('--force', 'accept applied migrations whose file changed (records the new checksum)')
+  .addOption(
+    new Option('--time-series <storage>', 'time-series tables: TimescaleDB or native partitioning')
+      .choices(['auto', 'timescaledb', 'partitions'])
+      .default('auto'),
+  )
+  .action(async (n: number | undefined, flags: Record<string, unknown>) => {
+    process.exitCode = await runMigrate('up', n, migrateFlags(flags), printLine);
+  });
+
+targetOptions(migrate.command('down'))
+  .description('revert the last N applied migrations (default 1; 0 reverts all)')
+  .argument('[n]', 'how many to revert, 0 for all', nonNegativeInt, 1)
+  .option('--force', 'accept applied migrations whose file changed')
+  .action(async (n: number, flags: Record<string, unknown>) => {
+    process.exitCode = await runMigrate('down', n, migrateFlags(flags), printLine);
+  });
+
+targetOptions(migrate.command('status'))
+  .description('show the version, each migration and how time-series tables are stored')
+  .action(async (flags: Record<string, unknown>) => {
+    process.exitCode = await runMigrate('status', undefined, migrateFlags(flags), printLine);
+  });
+
+migrate
+  .command('new')
+  .description('create the next NNNN_name.up.sql / .down.sql pair')
+  .argument('<name>', 'what the migration does, e.g. add_fills')
+  .option('--dir <dir>', 'migrations directory', 'migrations')
+  .action(async (name: string, flags: Record<string, unknown>) => {
+    process.exitCode = await runMigrate('new', name, migrateFlags(flags), printLine);
+  });
+
+program
+  .command('seed')
+  .description('load deterministic demo data into the trading schema with COPY')
+  .option('--upstream <url>', 'database to seed (env: SLUICE_UPSTREAM; default: the embedded PostgreSQL)')
+  .option('--bots <n>', 'bots', positiveInt, SEED_DEFAULTS.bots)
+  .option('--symbols <n>', 'symbols (1-minute bars for each)', positiveInt, SEED_DEFAULTS.symbols)
+  .option('--days <n>', 'days of history up to --end', positiveInt, SEED_DEFAULTS.days)
+  .option('--seed <n>', 'random seed: the same seed gives the same data', nonNegativeInt, SEED_DEFAULTS.seed)
+  .option('--end <time>', 'last minute of data, ISO 8601 (default: now)')
+  .option(
+    '--tick-minutes <n>',
+    'latest minutes per symbol that also get ticks',
+    nonNegativeInt,
+    SEED_DEFAULTS.tickMinutes,
+  )
+  .option(
+    '--ticks-per-minute <n>',
+    'ticks per minute in that window',
+    nonNegativeInt,
+    SEED_DEFAULTS.ticksPerMinute,
+  )
+  .option('--reset', 'empty the seeded tables first')
+  .action(async (flags: Record<string, unknown>) => {
+    const end = flags.end === undefined ? undefined : new Date(flags.end as string);
+    if (end && Number.isNaN(end.getTime())) {
+      process.stderr.write('sluice seed: --end is not a date\n');
+      process.exitCode = 2;
+      return;
+    }
+    process.exitCode = await runSeed(
+      (flags.upstream as string | undefined) ?? process.env.SLUICE_UPSTREAM,
+      {
+        bots: flags.bots as number,
+        symbols: flags.symbols as number,
+        days: flags.days as number,
+        seed: flags.seed as number,
+        end,
+        tickMinutes: flags.tickMinutes as number,
+        ticksPerMinute: flags.ticksPerMinute as number,
+        reset: flags.reset === true,
+      },
+      printLine,
+    );
   });
 
 program.parseAsync().catch((err: unknown) => {

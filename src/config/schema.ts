@@ -96,6 +96,8 @@ export const configSchema = z
      * NOTICE) while the upstream's breaker is open. Such entries still count towards cache_max_bytes.
      */
     cache_stale_max_age: seconds.default(3600),
+    /** Apply pending migrations (the package's migrations/) at start. Absent: only with the embedded server. */
+    migrate_on_start: z.boolean().optional(),
   })
   .strict()
   .refine((c) => c.min_pool_size <= c.pool_size, {
@@ -129,4 +131,4 @@ export const numericKeys = new Set([
 ]);
 
 /** Top-level keys whose values come from the environment as booleans (true/false/1/0). */
-export const booleanKeys = new Set(['cache']);
+export const booleanKeys = new Set(['cache', 'migrate_on_start']);

@@ -1,0 +1,3 @@
+DROP TABLE news_articles;
+DROP TABLE signals;
+DROP TYPE signal_direction;
