@@ -49,14 +49,20 @@ export interface CacheRule {
   readonly allow_stable?: boolean | undefined;
   /** The entry may be served past its TTL while the upstream's breaker is open. */
   readonly serve_stale?: boolean | undefined;
+  /** Seconds past the TTL during which the expired entry answers while one read refreshes it. */
+  readonly stale_while_revalidate?: number | undefined;
 }
 
 /** A cacheable read: where its entry lives. */
 export interface ReadPlan {
   readonly key: string;
   readonly ttlMs: number;
-  /** How long past ttlMs the entry is kept for serve_stale (0: not at all). */
+  /** How long past ttlMs the entry is kept for serve_stale or stale_while_revalidate (0: not at all). */
   readonly keepStaleMs: number;
+  /** How long past ttlMs the entry may answer while a refresh of it is in flight (0: never). */
+  readonly revalidateMs: number;
+  /** The rule allows answering from the expired entry while the upstream is unreachable. */
+  readonly serveStale: boolean;
 }
 
 /**
@@ -78,6 +84,8 @@ export interface ResultCacheStats {
   hits: number;
   /** Expired entries served because the upstream's breaker was open (serve_stale). */
   staleHits: number;
+  /** Expired entries served inside their stale_while_revalidate window while a refresh ran. */
+  revalidateHits: number;
   sharedHits: number;
   misses: number;
   stores: number;
@@ -102,6 +110,7 @@ export class ResultCache {
   readonly stats: ResultCacheStats = {
     hits: 0,
     staleHits: 0,
+    revalidateHits: 0,
     sharedHits: 0,
     misses: 0,
     stores: 0,
@@ -355,11 +364,15 @@ export class ResultCache {
   private planFor(ctx: CacheContext, keys: string[], sql: string, extra: string, rule?: CacheRule): ReadPlan {
     const tokens = this.versions.tokens(ctx.database, keys);
     const degraded = this.options.redisUrl !== undefined && !this.versions.shared;
+    // Degraded, other instances' writes may be unseen: nothing is trusted past its TTL then.
+    const revalidateMs = rule?.stale_while_revalidate && !degraded ? rule.stale_while_revalidate * 1000 : 0;
+    const serveStaleMs = rule?.serve_stale === true && !degraded ? this.options.staleMaxAgeMs : 0;
     return {
       key: `${ctx.database}\0${ctx.user}\0${ctx.settingsKey}\0${tokens}\0${sql}\0${extra}`,
       ttlMs: rule && !degraded ? rule.ttl * 1000 : this.ttlMs,
-      // Degraded, other instances' writes may be unseen: nothing is trusted past its TTL then.
-      keepStaleMs: rule?.serve_stale === true && !degraded ? this.options.staleMaxAgeMs : 0,
+      keepStaleMs: Math.max(serveStaleMs, revalidateMs),
+      revalidateMs,
+      serveStale: serveStaleMs > 0,
     };
   }
 
@@ -394,10 +407,24 @@ export class ResultCache {
    * upstream is unreachable.
    */
   lookupStale(plan: ReadPlan): { value: Buffer; expiredMs: number } | undefined {
-    if (plan.keepStaleMs === 0) return undefined;
+    if (!plan.serveStale) return undefined;
     const found = this.memory.getStale(plan.key);
     if (found) this.stats.staleHits++;
     return found;
+  }
+
+  /**
+   * stale_while_revalidate: an entry expired less than the rule's window ago answers while
+   * another session's read of it is in flight (that read refreshes it). The first read after
+   * expiry is the refresh and waits for PostgreSQL; Sluice runs no query without a client.
+   * Keyed by the current table versions, so a write through Sluice orphans it like a fresh one.
+   */
+  lookupWhileRefreshing(plan: ReadPlan): Buffer | undefined {
+    if (plan.revalidateMs === 0 || !this.flights.has(plan.key)) return undefined;
+    const found = this.memory.getStale(plan.key);
+    if (found === undefined || found.expiredMs > plan.revalidateMs) return undefined;
+    this.stats.revalidateHits++;
+    return found.value;
   }
 
   /**

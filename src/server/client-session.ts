@@ -837,7 +837,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const plan = verdict.read;
     if (plan === undefined) return false;
     const entry =
-      cache.lookup(plan) ?? staleAnswer(cache, plan, this.server === null && this.pool.cannotConnectNow);
+      cache.lookup(plan) ??
+      cache.lookupWhileRefreshing(plan) ??
+      staleAnswer(cache, plan, this.server === null && this.pool.cannotConnectNow);
     if (entry !== undefined) {
       this.forwardRun(buf, start);
       this.runStart = end;
@@ -976,7 +978,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       return false;
     }
     const entry =
-      cache.lookup(plan) ?? staleAnswer(cache, plan, this.server === null && this.pool.cannotConnectNow);
+      cache.lookup(plan) ??
+      cache.lookupWhileRefreshing(plan) ??
+      staleAnswer(cache, plan, this.server === null && this.pool.cannotConnectNow);
     if (entry !== undefined) {
       // Nothing of the batch went out: drop what it queued and the replies it expected.
       this.batch = null;

@@ -14,7 +14,7 @@ export function staleAnswer(
   plan: ReadPlan,
   cannotConnectNow: boolean,
 ): Buffer | undefined {
-  if (plan.keepStaleMs === 0 || !cannotConnectNow) return undefined;
+  if (!plan.serveStale || !cannotConnectNow) return undefined;
   const found = cache.lookupStale(plan);
   if (found === undefined) return undefined;
   const notice = createNoticeResponse({
