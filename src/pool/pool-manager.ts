@@ -26,6 +26,8 @@ const TICK_MS = 100;
 export class PoolManager {
   private readonly pools = new Map<string, Pool>();
   private readonly timer: NodeJS.Timeout;
+  /** PAUSE without a database name: pools created meanwhile start paused too. */
+  private allPaused = false;
 
   constructor(private readonly options: PoolManagerOptions) {
     this.timer = setInterval(() => this.tick(), TICK_MS);
@@ -52,6 +54,7 @@ export class PoolManager {
         maxMessageBytes: this.options.maxMessageBytes,
       };
       pool = new Pool(database, user, target, this.options.settings);
+      if (this.allPaused) pool.pause();
       this.pools.set(key, pool);
     }
     return pool;
@@ -63,6 +66,23 @@ export class PoolManager {
     const fromUrl = user === this.options.upstream.user ? this.options.upstream.password : undefined;
     if (stored !== undefined && isMd5PasswordHash(stored)) return fromUrl ?? stored;
     return stored ?? fromUrl;
+  }
+
+  list(): Pool[] {
+    return [...this.pools.values()];
+  }
+
+  /** PAUSE: every pool, or one database's. */
+  pause(database?: string): void {
+    if (database === undefined) this.allPaused = true;
+    for (const pool of this.pools.values())
+      if (database === undefined || pool.database === database) pool.pause();
+  }
+
+  resume(database?: string): void {
+    if (database === undefined) this.allPaused = false;
+    for (const pool of this.pools.values())
+      if (database === undefined || pool.database === database) pool.resume();
   }
 
   stats(): PoolStats[] {
