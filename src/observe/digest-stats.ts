@@ -33,7 +33,9 @@ export interface DigestStatsOptions {
 const MAX_LABEL_CHARS = 200;
 
 export class DigestStats {
-  private readonly entries = new Map<string, DigestEntry>();
+  /** By pool, then digest: no key string is built per statement. */
+  private readonly byPool = new Map<string, Map<string, DigestEntry>>();
+  private count = 0;
   private readonly others = new Map<string, BucketSeries>();
   private labelled = 0;
   /** Entries evicted since start: their numbers are gone from SHOW DIGESTS. */
@@ -42,15 +44,23 @@ export class DigestStats {
   constructor(readonly options: DigestStatsOptions) {}
 
   get size(): number {
-    return this.entries.size;
+    return this.count;
+  }
+
+  private *entries(): Iterable<DigestEntry> {
+    for (const entries of this.byPool.values()) yield* entries.values();
   }
 
   /** The entry of a (pool, digest), created (and maybe labelled) on first sight. */
   entry(pool: string, digest: string): DigestEntry {
-    const key = `${pool}\0${digest}`;
-    const found = this.entries.get(key);
+    let entries = this.byPool.get(pool);
+    if (entries === undefined) {
+      entries = new Map();
+      this.byPool.set(pool, entries);
+    }
+    const found = entries.get(digest);
     if (found !== undefined) return found;
-    if (this.entries.size >= this.options.maxTracked) this.evictLightest();
+    if (this.count >= this.options.maxTracked) this.evictLightest();
     const entry: DigestEntry = {
       pool,
       digest,
@@ -58,13 +68,15 @@ export class DigestStats {
       totalSeconds: 0,
       rows: 0,
       cacheHits: 0,
-      // Packed buckets: a few hundred bytes for a typical spread instead of ~20 KiB each.
-      latency: build({ bitBucketSize: 'packed', numberOfSignificantValueDigits: 2 }),
+      // 2 significant digits, auto-resizing: 4 KiB for sub-second values. (Packed buckets are
+      // smaller but cost 1.5 µs per record against 0.35 µs here.)
+      latency: build({ numberOfSignificantValueDigits: 2 }),
       sink: this.other(pool),
       labelled: false,
     };
     if (this.labelled < this.options.topN) this.label(entry);
-    this.entries.set(key, entry);
+    entries.set(digest, entry);
+    this.count++;
     return entry;
   }
 
@@ -78,7 +90,7 @@ export class DigestStats {
 
   /** The entries by time spent, heaviest first. */
   top(n = Number.POSITIVE_INFINITY): DigestEntry[] {
-    const all = [...this.entries.values()].sort((a, b) => b.totalSeconds - a.totalSeconds);
+    const all = [...this.entries()].sort((a, b) => b.totalSeconds - a.totalSeconds);
     return n < all.length ? all.slice(0, n) : all;
   }
 
@@ -89,7 +101,7 @@ export class DigestStats {
    */
   *querySeries(): Iterable<BucketSeries> {
     const top = new Set(this.top(this.options.topN));
-    for (const entry of this.entries.values()) {
+    for (const entry of this.entries()) {
       if (entry.labelled && !top.has(entry)) this.unlabel(entry);
     }
     for (const entry of top) {
@@ -132,16 +144,15 @@ export class DigestStats {
    */
   private evictLightest(): void {
     let lightest: DigestEntry | undefined;
-    let lightestKey = '';
-    for (const [key, entry] of this.entries) {
-      if (lightest === undefined || entry.totalSeconds < lightest.totalSeconds) {
-        lightest = entry;
-        lightestKey = key;
+    for (const entries of this.byPool.values()) {
+      for (const entry of entries.values()) {
+        if (lightest === undefined || entry.totalSeconds < lightest.totalSeconds) lightest = entry;
       }
     }
     if (lightest === undefined) return;
     if (lightest.labelled) this.unlabel(lightest);
-    this.entries.delete(lightestKey);
+    this.byPool.get(lightest.pool)?.delete(lightest.digest);
+    this.count--;
     this.evicted++;
   }
 }
