@@ -305,8 +305,10 @@ export async function startSluice(
       stopping ??= (async () => {
         watcher?.close();
         const httpClosed = http?.server.close();
-        await proxy.shutdown(current.shutdown_timeout * 1000);
+        // The listener closes at once; its close waits for every socket, console ones included.
+        const proxyStopped = proxy.shutdown(current.shutdown_timeout * 1000);
         admin.closeAll();
+        await proxyStopped;
         await httpClosed;
         await cache?.close();
         await embedded?.stop();
