@@ -11,6 +11,7 @@ const SCENARIOS = {
   prepared: () => import('./prepared.mjs'),
   cache: () => import('./cache.mjs'),
   rules: () => import('./rules.mjs'),
+  observe: () => import('./observe.mjs'),
 };
 const ALL_TARGETS = ['direct', 'sluice', 'pgbouncer'];
 

@@ -2,7 +2,8 @@
 // gauges and counters that move with traffic, digest label cardinality bounded whatever the
 // texts, /healthz, /readyz, /status, per-instance registries, and the slow-query log line.
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { logger } from '../../src/observe/logger.js';
 import { createTestDatabase, dropTestDatabase } from './harness/database.js';
 import { startProxy, type TestProxy } from './harness/proxy.js';
 
@@ -206,6 +207,27 @@ describe('metrics over HTTP', () => {
       expect(mine).not.toContain('only_in_the_other');
     } finally {
       await other.stop();
+    }
+  });
+
+  it('logs a statement slower than slow_query_ms with its digest and duration, values not included', async () => {
+    const slow = await startProxy({ slow_query_ms: 100 });
+    const warn = vi.spyOn(logger, 'warn');
+    try {
+      const c = new pg.Client({ connectionString: slow.url(db) });
+      await c.connect();
+      await c.query("select pg_sleep(0.15), 'secret-literal' as s");
+      await c.query('select 1');
+      await c.end();
+      const lines = warn.mock.calls.filter((call) => call[1] === 'slow query');
+      expect(lines).toHaveLength(1);
+      const fields = lines[0]![0] as unknown as { digest: string; duration_ms: number };
+      expect(fields.digest).toBe('select pg_sleep($1), $2 as s');
+      expect(fields.duration_ms).toBeGreaterThanOrEqual(150);
+      expect(JSON.stringify(fields)).not.toContain('secret-literal');
+    } finally {
+      warn.mockRestore();
+      await slow.stop();
     }
   });
 });
