@@ -723,10 +723,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (verdict === undefined) return undefined;
     if (verdict.blockedBy) {
       const error = blockedError(verdict.blockedBy);
-      this.metrics?.noteError(SqlState.InsufficientPrivilege);
       this.forwardRun(buf, start);
       this.runStart = end;
       if (this.mayReadFromCache) {
+        // (Otherwise the server's error, replaced by this one, is counted in onServerError.)
+        this.metrics?.noteError(SqlState.InsufficientPrivilege);
         // Nothing in flight, no transaction: answer at once, no server needed.
         this.writeCached(Buffer.concat([error, READY_FOR_QUERY.I]));
         return true;

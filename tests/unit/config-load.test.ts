@@ -53,6 +53,11 @@ describe('loadConfig defaults and file values', () => {
       cache_degraded_ttl: 0,
       log_level: 'info',
       embedded: { port: 0 },
+      metrics: true,
+      metrics_top_digests: 50,
+      digest_stats_max: 1000,
+      slow_query_ms: 1000,
+      admin_users: [],
     });
     expect(c.upstream).toBeUndefined();
   });
