@@ -16,6 +16,7 @@ const SCENARIOS = {
   prepared: () => import('./prepared.mjs'),
   cache: () => import('./cache.mjs'),
   rules: () => import('./rules.mjs'),
+  observe: () => import('./observe.mjs'),
 };
 /** The suite's run order; suite scenarios not named here run after these, in SCENARIOS order. */
 const SUITE_ORDER = ['passthrough', 'cache', 'botmix', 'ingest', 'storm'];

@@ -3,13 +3,18 @@
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { AdminConsole } from './admin/admin-console.js';
 import { ResultCache } from './cache/result-cache.js';
 import type { SluiceConfig } from './config/schema.js';
 import { loadUsers } from './config/users.js';
 import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded-postgres.js';
 import { migrateOnStart } from './migrate/on-start.js';
+import { ObserveHttpServer, parseHttpAddress } from './observe/http-server.js';
 import { logger } from './observe/logger.js';
+import { SluiceMetrics } from './observe/metrics.js';
 import { PoolManager, type UpstreamEndpoint } from './pool/pool-manager.js';
+import { ProxyError } from './protocol/proxy-error.js';
+import { SqlState } from './protocol/sqlstate.js';
 import { loadQueryParser, QueryAnalyzer } from './query/analysis.js';
 import { type CatalogConnection, CatalogRegistry } from './query/catalog-registry.js';
 import { RuleEngine } from './rules/rule-engine.js';
@@ -27,8 +32,17 @@ export interface RunningSluice {
   pools: PoolManager;
   cache: ResultCache | undefined;
   rules: RuleEngine | undefined;
-  /** The watcher behind `rules` (reload counts, the last refused file). */
+  /** The watcher behind `rules` (reload counts, the last refused file); RELOAD may replace it. */
   rulesWatcher: RulesWatcher | undefined;
+  /** Per-instance metrics and digest stats (undefined with metrics: false). */
+  metrics: SluiceMetrics | undefined;
+  /** Where /metrics, /healthz, /readyz and /status answer, when `http` is set. */
+  http: { host: string; port: number; server: ObserveHttpServer } | undefined;
+  admin: AdminConsole;
+  /** The configuration in force (RELOAD replaces it). */
+  readonly config: SluiceConfig;
+  /** What RELOAD does: read the configuration again and apply what can change while running. */
+  reload(): string;
   /** Graceful: let transactions finish up to shutdown_timeout, then close. */
   stop(): Promise<void>;
 }
@@ -55,7 +69,17 @@ export function defaultEmbeddedDataDir(): string {
   return path.join(os.tmpdir(), `sluice-embedded-${uid}`, 'data');
 }
 
-export async function startSluice(config: SluiceConfig): Promise<RunningSluice> {
+export interface StartOptions {
+  /** Reads the configuration again, for RELOAD (without it RELOAD reloads the rules only). */
+  reloadConfig?: () => SluiceConfig;
+  /** Called once a SHUTDOWN from the admin console has stopped everything (the CLI exits). */
+  onShutdown?: () => void;
+}
+
+export async function startSluice(
+  config: SluiceConfig,
+  startOptions: StartOptions = {},
+): Promise<RunningSluice> {
   logger.level = config.log_level;
   const users = loadUsers(config.users, config.users_file);
   let embedded: RunningPostgres | undefined;
@@ -130,8 +154,92 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
       await embedded?.stop();
       throw err;
     }
-    rules = new RuleEngine(watcher, cache?.analyzer ?? new QueryAnalyzer());
+    // Through a getter, so RELOAD can put a watcher of another directory in its place.
+    rules = new RuleEngine(
+      {
+        get current() {
+          return watcher!.current;
+        },
+      },
+      cache?.analyzer ?? new QueryAnalyzer(),
+    );
   }
+  let metrics: SluiceMetrics | undefined;
+  if (config.metrics) {
+    const analyzer = cache?.analyzer ?? rules?.analyzer;
+    // Digests without an analyzer use the parser's normalize (a text-keyed LRU in front).
+    if (analyzer === undefined) await loadQueryParser();
+    metrics = new SluiceMetrics({
+      topDigests: config.metrics_top_digests,
+      trackedDigests: config.digest_stats_max,
+      slowQueryMs: config.slow_query_ms,
+      analyzer,
+    });
+  }
+  let current = config;
+  let proxyRef: ProxyServer | undefined;
+  let stopSluice: () => Promise<void> = async () => {};
+  const reload = (): string => {
+    const applied: string[] = [];
+    if (startOptions.reloadConfig) {
+      let next: SluiceConfig;
+      try {
+        next = startOptions.reloadConfig();
+      } catch (err) {
+        throw new ProxyError(SqlState.ConfigFileError, `RELOAD refused: ${(err as Error).message}`);
+      }
+      if (next.rules !== current.rules && next.rules !== undefined && rules !== undefined) {
+        const replacement = new RulesWatcher(next.rules, {
+          onReload: (set) =>
+            logger.info({ rules: set.rules.length, files: set.files.length }, 'rules reloaded'),
+          onError: (err) =>
+            logger.warn({ problems: err.problems }, 'rules file refused; the rules in force stay in force'),
+        });
+        try {
+          replacement.start();
+        } catch (err) {
+          throw new ProxyError(
+            SqlState.ConfigFileError,
+            `RELOAD refused: rules ${next.rules}: ${(err as Error).message}`,
+          );
+        }
+        watcher?.close();
+        watcher = replacement;
+        applied.push(`rules from ${next.rules}`);
+      } else if (next.rules !== current.rules) {
+        applied.push('rules on/off needs a restart');
+      }
+      logger.level = next.log_level;
+      if (metrics) metrics.slowQueryMs = next.slow_query_ms;
+      current = next;
+      applied.push(
+        `log_level ${next.log_level}`,
+        `slow_query_ms ${next.slow_query_ms}`,
+        `admin_users ${next.admin_users.length}`,
+      );
+    }
+    if (watcher && !applied.some((a) => a.startsWith('rules from'))) {
+      watcher.reload();
+      applied.push(`rules ${watcher.current.rules.length}`);
+    }
+    return applied.join(', ');
+  };
+  const admin = new AdminConsole({
+    pools,
+    poolMode: config.pool_mode,
+    sessions: () => proxyRef?.sessionList() ?? [],
+    metrics,
+    cache,
+    rules: () => (rules ? { engine: rules, watcher } : undefined),
+    config: () => current,
+    reload,
+    shutdown: () => {
+      stopSluice().then(
+        () => startOptions.onShutdown?.(),
+        (err: unknown) => logger.error({ err }, 'shutdown failed'),
+      );
+    },
+  });
   const listen = splitHostPort(config.listen);
   const proxy = new ProxyServer({
     host: listen.host,
@@ -145,7 +253,11 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     pools,
     cache,
     rules,
+    metrics,
+    admin,
   });
+  proxyRef = proxy;
+  metrics?.attach({ sessions: () => proxy.sessionList(), pools: () => pools.stats(), cache });
   let address: { host: string; port: number };
   try {
     address = await proxy.listen();
@@ -156,13 +268,31 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     await embedded?.stop();
     throw err;
   }
+  let http: RunningSluice['http'];
+  if (config.http !== undefined) {
+    const server = new ObserveHttpServer({
+      ...parseHttpAddress(config.http),
+      metrics,
+      upstream,
+      status: () => statusOf(pools, proxy, metrics, cache, rules, watcher),
+    });
+    try {
+      http = { ...(await server.listen()), server };
+    } catch (err) {
+      watcher?.close();
+      await proxy.shutdown(0);
+      await cache?.close();
+      await embedded?.stop();
+      throw err;
+    }
+  }
   const hostForUrl = address.host.includes(':') ? `[${address.host}]` : address.host;
   const clientPassword = config.auth === 'trust' ? undefined : users.get(upstream.user);
   const credentials =
     clientPassword && embedded ? `${upstream.user}:${encodeURIComponent(clientPassword)}` : upstream.user;
   const connectionString = `postgres://${credentials}@${hostForUrl}:${address.port}/${upstream.database}`;
   let stopping: Promise<void> | undefined;
-  return {
+  const running: RunningSluice = {
     host: address.host,
     port: address.port,
     connectionString,
@@ -172,16 +302,76 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     pools,
     cache,
     rules,
-    rulesWatcher: watcher,
+    get rulesWatcher() {
+      return watcher;
+    },
+    metrics,
+    http,
+    admin,
+    get config() {
+      return current;
+    },
+    reload,
     stop() {
       stopping ??= (async () => {
         watcher?.close();
-        await proxy.shutdown(config.shutdown_timeout * 1000);
+        const httpClosed = http?.server.close();
+        // The listener closes at once; its close waits for every socket, console ones included.
+        const proxyStopped = proxy.shutdown(current.shutdown_timeout * 1000);
+        admin.closeAll();
+        await proxyStopped;
+        await httpClosed;
         await cache?.close();
         await embedded?.stop();
       })();
       return stopping;
     },
+  };
+  stopSluice = () => running.stop();
+  return running;
+}
+
+/** The JSON of /status: pools, top digests, cache and rules, as of now. */
+function statusOf(
+  pools: PoolManager,
+  proxy: ProxyServer,
+  metrics: SluiceMetrics | undefined,
+  cache: ResultCache | undefined,
+  rules: RuleEngine | undefined,
+  watcher: RulesWatcher | undefined,
+): unknown {
+  return {
+    clients: proxy.clients,
+    pools: pools.list().map((p) => ({ ...p.stats(), paused: p.isPaused })),
+    digests: (metrics?.digests.top(20) ?? []).map((e) => ({
+      pool: e.pool,
+      digest: e.digest,
+      calls: e.calls,
+      total_ms: Math.round(e.totalSeconds * 1e6) / 1000,
+      mean_ms: e.calls > 0 ? Math.round((e.totalSeconds / e.calls) * 1e6) / 1000 : 0,
+      p50_ms: e.calls > 0 ? e.latency.getValueAtPercentile(50) / 1000 : 0,
+      p99_ms: e.calls > 0 ? e.latency.getValueAtPercentile(99) / 1000 : 0,
+      rows: e.rows,
+      cache_hits: e.cacheHits,
+    })),
+    cache: cache
+      ? {
+          ...cache.stats,
+          entries: cache.memory.stats.entries,
+          bytes: cache.memory.stats.bytes,
+          evictions: cache.memory.stats.evictions,
+        }
+      : null,
+    rules: rules
+      ? {
+          dir: watcher?.dir,
+          count: rules.rules.rules.length,
+          files: rules.rules.files,
+          matches: Object.fromEntries(rules.matchesByRule),
+          reloads: watcher?.stats.reloads ?? 0,
+          failures: watcher?.stats.failures ?? 0,
+        }
+      : null,
   };
 }
 

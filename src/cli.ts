@@ -56,10 +56,19 @@ program
   .option('--cache', 'answer repeated reads from the result cache (env: SLUICE_CACHE=true)')
   .option('--redis <url>', 'shared cache tier and invalidation bus, redis://host:port (env: SLUICE_REDIS)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env: SLUICE_LOG_LEVEL)')
+  .option(
+    '--http <host:port>',
+    '/metrics, /healthz, /readyz, /status (a port alone: on 127.0.0.1; env: SLUICE_HTTP)',
+  )
+  .option(
+    '--admin-users <a,b>',
+    'users who may use the admin console, database "sluice" (env: SLUICE_ADMIN_USERS)',
+  )
   .action(async (flags: Record<string, unknown>) => {
     let config: ReturnType<typeof loadConfig>;
-    try {
-      config = loadConfig({
+    // RELOAD (admin console) reads the same sources again.
+    const load = () =>
+      loadConfig({
         file: (flags.config as string | undefined) ?? process.env.SLUICE_CONFIG,
         flags: {
           listen: flags.listen,
@@ -73,8 +82,12 @@ program
           redis: flags.redis,
           rules: flags.rules,
           log_level: flags.logLevel,
+          http: flags.http,
+          admin_users: flags.adminUsers,
         },
       });
+    try {
+      config = load();
     } catch (err) {
       if (err instanceof ConfigError) {
         process.stderr.write(`sluice: invalid configuration:\n${err.message}\n`);
@@ -84,7 +97,7 @@ program
     }
     let sluice: Awaited<ReturnType<typeof startSluice>>;
     try {
-      sluice = await startSluice(config);
+      sluice = await startSluice(config, { reloadConfig: load, onShutdown: () => process.exit(0) });
     } catch (err) {
       if (err instanceof RulesError) {
         process.stderr.write(`sluice: rules refused:\n${err.problems.join('\n')}\n`);
@@ -98,6 +111,7 @@ program
         upstream: `${sluice.upstream.host}:${sluice.upstream.port}`,
         mode: config.pool_mode,
         cache: config.cache ? (config.redis ? 'memory + redis' : 'memory') : 'off',
+        http: sluice.http ? `${sluice.http.host}:${sluice.http.port}` : 'off',
       },
       'sluice is listening',
     );

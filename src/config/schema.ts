@@ -98,6 +98,29 @@ export const configSchema = z
     cache_stale_max_age: seconds.default(3600),
     /** Apply pending migrations (the package's migrations/) at start. Absent: only with the embedded server. */
     migrate_on_start: z.boolean().optional(),
+    /** HOST:PORT (or a port alone, on 127.0.0.1) for /metrics, /healthz, /readyz, /status; off when absent. */
+    http: z
+      .union([
+        hostPort,
+        z.string().regex(/^\d{1,5}$/, 'expected HOST:PORT or PORT'),
+        z.number().int().min(0).max(65535),
+      ])
+      .optional(),
+    /** Per-statement metrics and digest stats (on by default; off only to measure their cost). */
+    metrics: z.boolean().default(true),
+    /** Digests with a label of their own on sluice_query_duration_seconds; the rest are "other". */
+    metrics_top_digests: z.number().int().positive().default(50),
+    /** Digests whose statistics are kept for SHOW DIGESTS and /status. */
+    digest_stats_max: z.number().int().positive().default(1000),
+    /** Statements slower than this many milliseconds are logged with their digest (0: never). */
+    slow_query_ms: z.number().nonnegative().default(1000),
+    /** Users who may log in to the admin console (database "sluice"): a list or "a,b". */
+    admin_users: z
+      .union([z.array(z.string().min(1)), z.string()])
+      .default([])
+      .transform((v) =>
+        (typeof v === 'string' ? v.split(',') : v).map((u) => u.trim()).filter((u) => u !== ''),
+      ),
   })
   .strict()
   .refine((c) => c.min_pool_size <= c.pool_size, {
@@ -128,7 +151,10 @@ export const numericKeys = new Set([
   'breaker_failure_threshold',
   'breaker_reset_timeout',
   'cache_stale_max_age',
+  'metrics_top_digests',
+  'digest_stats_max',
+  'slow_query_ms',
 ]);
 
 /** Top-level keys whose values come from the environment as booleans (true/false/1/0). */
-export const booleanKeys = new Set(['cache', 'migrate_on_start']);
+export const booleanKeys = new Set(['cache', 'migrate_on_start', 'metrics']);

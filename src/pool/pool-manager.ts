@@ -30,6 +30,8 @@ export class PoolManager {
   private readonly timer: NodeJS.Timeout;
   /** One upstream today, so one breaker; keyed by host:port should upstreams ever multiply. */
   private readonly breaker: UpstreamBreaker;
+  /** PAUSE without a database name: pools created meanwhile start paused too. */
+  private allPaused = false;
 
   constructor(private readonly options: PoolManagerOptions) {
     const { host, port } = options.upstream;
@@ -62,6 +64,7 @@ export class PoolManager {
         maxMessageBytes: this.options.maxMessageBytes,
       };
       pool = new Pool(database, user, target, this.options.settings, this.breaker);
+      if (this.allPaused) pool.pause();
       this.pools.set(key, pool);
     }
     return pool;
@@ -73,6 +76,23 @@ export class PoolManager {
     const fromUrl = user === this.options.upstream.user ? this.options.upstream.password : undefined;
     if (stored !== undefined && isMd5PasswordHash(stored)) return fromUrl ?? stored;
     return stored ?? fromUrl;
+  }
+
+  list(): Pool[] {
+    return [...this.pools.values()];
+  }
+
+  /** PAUSE: every pool, or one database's. */
+  pause(database?: string): void {
+    if (database === undefined) this.allPaused = true;
+    for (const pool of this.pools.values())
+      if (database === undefined || pool.database === database) pool.pause();
+  }
+
+  resume(database?: string): void {
+    if (database === undefined) this.allPaused = false;
+    for (const pool of this.pools.values())
+      if (database === undefined || pool.database === database) pool.resume();
   }
 
   stats(): PoolStats[] {

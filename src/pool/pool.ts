@@ -49,6 +49,8 @@ export class Pool {
   /** ParameterStatus values of the first server: what clients are told at login. */
   serverParameters: Map<string, string> | undefined;
   private everConnected = false;
+  /** PAUSE (admin console): clients queue, servers are handed to nobody until RESUME. */
+  private paused = false;
 
   constructor(
     readonly database: string,
@@ -77,7 +79,7 @@ export class Pool {
 
   /** Calls `waiter.onServerAcquired` now if a server is free, later otherwise. */
   acquire(waiter: PoolWaiter): void {
-    const server = this.takeIdle();
+    const server = this.paused ? undefined : this.takeIdle();
     if (server) {
       waiter.onServerAcquired(server);
       return;
@@ -176,6 +178,35 @@ export class Pool {
     });
   }
 
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Servers in use now (for admin views). */
+  get activeCount(): number {
+    return this.total - this.idle.length - this.connecting;
+  }
+
+  /** The idle server connections (for admin views). */
+  get idleServers(): readonly ServerConnection[] {
+    return this.idle;
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    while (this.waiting.length > 0) {
+      const server = this.takeIdle();
+      if (!server) break;
+      this.waiting.shift()!.waiter.onServerAcquired(server);
+    }
+    this.maybeConnect();
+  }
+
   stats(): PoolStats {
     const now = Date.now();
     return {
@@ -246,7 +277,7 @@ export class Pool {
       this.maybeConnect();
       return;
     }
-    const next = this.waiting.shift();
+    const next = this.paused ? undefined : this.waiting.shift();
     if (next) {
       next.waiter.onServerAcquired(server);
       return;
@@ -263,6 +294,7 @@ export class Pool {
 
   /** Opens connections while clients wait and the pool has room (beyond those already opening). */
   private maybeConnect(): void {
+    if (this.paused) return;
     while (this.waiting.length > this.connecting && this.total < this.settings.size) this.connectOne();
   }
 

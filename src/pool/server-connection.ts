@@ -59,6 +59,8 @@ export interface ServerOwner {
   /** An ErrorResponse arrived; a returned frame replaces it (errors Sluice words itself). */
   onServerError(fatal: boolean, fields: Readonly<Record<string, string>>): Buffer | undefined;
   onServerParameterStatus(name: string, value: string): void;
+  /** A CommandComplete arrived (metrics read the row count from its tag). */
+  onCommandComplete?(buf: Buffer, start: number, end: number): void;
   /** The server connection died while owned (socket error or close). */
   onServerLost(server: ServerConnection, err: Error | undefined): void;
 }
@@ -89,12 +91,13 @@ export class UpstreamRejectedError extends Error {
 // Frames the handshake must decode; after it, only these need whole frames in one buffer.
 const HANDSHAKE_INSPECT = inspectTable('RSKZEvN');
 // 'A' (NotificationResponse) only so that a response being captured for the cache can tell one
-// was mixed into it; notifications are rare on pooled servers.
-const FORWARD_INSPECT = inspectTable('ZSEG13A');
+// was mixed into it; notifications are rare on pooled servers. 'C' (CommandComplete, one per
+// statement, a few bytes) for the row counts of per-digest stats.
+const FORWARD_INSPECT = inspectTable('ZSEG13AC');
 const NOTIFICATION_RESPONSE = 0x41; // 'A'
 // While a statement description is being captured its RowDescription/NoData must arrive whole.
 // Only then: RowDescription answers every query, and most need no more than their header read.
-const DESCRIBE_INSPECT = inspectTable('ZSEG13TnA');
+const DESCRIBE_INSPECT = inspectTable('ZSEG13TnAC');
 // While the CommandComplete of a rule's `SET LOCAL statement_timeout` prefix is due (src/rules/
 // text-actions.ts): only then is CommandComplete looked at, so nothing is added per statement.
 const PREFIX_INSPECT = inspectTable('ZSEG13AC');
@@ -367,6 +370,9 @@ export class ServerConnection implements FrameHandler {
       }
       case NOTIFICATION_RESPONSE:
         this.abortCapture();
+        return;
+      case BackendType.CommandComplete:
+        this.owner?.onCommandComplete?.(buf, start, end);
         return;
       case BackendType.ParameterStatus: {
         this.abortCapture();

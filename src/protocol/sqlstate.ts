@@ -12,10 +12,12 @@ export const SqlState = {
   InvalidCatalogName: '3D000',
   ActiveSqlTransaction: '25001',
   InsufficientPrivilege: '42501',
+  SyntaxError: '42601',
   TooManyConnections: '53300',
   QueryCanceled: '57014',
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03',
+  ConfigFileError: 'F0000',
   InternalError: 'XX000',
 } as const;
 

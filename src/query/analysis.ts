@@ -217,6 +217,19 @@ function analyzeStatements(sql: string, stmts: unknown[]): QueryAnalysis {
   });
 }
 
+/**
+ * The digest alone (normalize and scrub, no parse tree walk): for callers that only label
+ * statements, e.g. metrics with analysis off. Same text as QueryAnalysis.digest.
+ */
+export function digestOf(sql: string): string {
+  if (!parserReady) throw new Error('loadQueryParser() must be awaited before digestOf()');
+  try {
+    return scrubDigest(normalizeSync(sql === '' ? ' ' : sql));
+  } catch {
+    return scrubDigest(sql.slice(0, MAX_UNPARSED_DIGEST)).slice(0, MAX_UNPARSED_DIGEST);
+  }
+}
+
 function unparsed(sql: string): QueryAnalysis {
   return Object.freeze({
     parsed: false,

@@ -7,6 +7,8 @@ import { serialize } from 'pg-protocol';
 import type { ResponseCapture } from '../cache/response-capture.js';
 import type { CacheContext, CacheRule, ReadPlan, ResultCache, Writes } from '../cache/result-cache.js';
 import { logger } from '../observe/logger.js';
+import type { SluiceMetrics } from '../observe/metrics.js';
+import type { QueryObserver } from '../observe/query-observer.js';
 import type { Pool, PoolWaiter } from '../pool/pool.js';
 import { type ServerConnection, type ServerOwner, UpstreamRejectedError } from '../pool/server-connection.js';
 import { createCommandComplete, createErrorResponse, READY_FOR_QUERY } from '../protocol/backend-messages.js';
@@ -117,11 +119,13 @@ export interface ClientSessionOptions {
   startup?: ReadonlyMap<string, string>;
   cache?: ResultCache | undefined;
   rules?: RuleEngine | undefined;
+  metrics?: SluiceMetrics | undefined;
 }
 
 export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   server: ServerConnection | null = null;
   closed = false;
+  readonly connectedAt = Date.now();
 
   private readonly reader: FrameReader;
   private runStart = 0;
@@ -157,7 +161,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private frameFlushed = true;
   /** Set when the session did something that ties it to its server (e.g. a temp table). */
   pinnedReason: string | undefined;
-  private readonly statements = new ClientStatements();
+  private readonly statements: ClientStatements;
   private readonly settings: SessionSettings;
   /** Set while a Query waits for the shared cache tier or for an identical read in flight. */
   private cacheParked = false;
@@ -192,6 +196,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private readonly hooks: SessionHooks;
   private readonly cache: ResultCache | undefined;
   private readonly rules: RuleEngine | undefined;
+  private readonly metrics: SluiceMetrics | undefined;
+  /** Per-request timing and digests for metrics; undefined with metrics off. */
+  private readonly observer: QueryObserver | undefined;
 
   constructor(
     readonly socket: Socket,
@@ -206,6 +213,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.hooks = options.hooks;
     this.cache = options.cache;
     this.rules = options.rules;
+    this.metrics = options.metrics;
+    this.observer = options.metrics?.observer(this.pool.database, this.pool.user);
+    this.statements = new ClientStatements(options.metrics?.statementCache);
     const startup = options.startup ?? new Map<string, string>();
     this.settings = new SessionSettings(startup);
     this.reader = new FrameReader(CLIENT_INSPECT, this.maxMessageBytes);
@@ -228,6 +238,28 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   get database(): string {
     return this.pool.database;
+  }
+
+  /** True while the client waits for a server connection from the pool. */
+  get waiting(): boolean {
+    return this.acquiring;
+  }
+
+  /** One ReadyForQuery will answer a request just counted. */
+  private expectReady(): void {
+    this.statements.expectReady();
+    this.observer?.expect();
+  }
+
+  /** Sluice answered the oldest request itself (cache, listen hub). */
+  private answeredLocally(): void {
+    this.statements.onReadyForQuery();
+    this.observer?.answeredLocally();
+  }
+
+  /** A CommandComplete from the server (its tag holds the row count). */
+  onCommandComplete(buf: Buffer, start: number, end: number): void {
+    this.observer?.onCommandComplete(buf, start, end);
   }
 
   /** True while the client is between transactions with nothing in flight. */
@@ -272,6 +304,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     }
     switch (type) {
       case FrontendType.Query: {
+        this.observer?.onQuery(buf, start, end);
         let cacheRule: CacheRule | undefined;
         if (this.rules !== undefined) {
           const handled = this.onQueryWithRules(this.rules, buf, start, end);
@@ -281,7 +314,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         if (this.cache !== undefined && this.onQueryWithCache(this.cache, buf, start, end, cacheRule)) return;
         this.awaitingReady++;
         this.syncsSinceExecute = 0;
-        this.statements.expectReady();
+        this.expectReady();
         // Query text: from after the header to before its terminating NUL.
         if (mayAffectSession(buf, start + 5, end - 1)) {
           const sql = buf.toString('utf8', start + 5, end - 1);
@@ -294,13 +327,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         if (!this.clientInCopyIn) {
           this.awaitingReady++;
           this.syncsSinceExecute++;
-          this.statements.expectReady();
+          this.expectReady();
         }
         this.unsynced = false;
         return;
       case FrontendType.FunctionCall:
         this.awaitingReady++;
-        this.statements.expectReady();
+        this.expectReady();
         return;
       case FrontendType.Execute:
         this.syncsSinceExecute = 0;
@@ -310,6 +343,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         // Bytes first: the common statement is never decoded here.
         const queryStart = parseQueryStart(buf, start, end);
         const queryEnd = queryStart < 0 ? -1 : parseQueryEnd(buf, queryStart, end);
+        if (this.observer !== undefined && queryEnd >= 0)
+          this.observer.onParse(buf, start, end, queryStart, queryEnd);
         if (this.rules !== undefined && queryEnd >= 0 && this.rules.rules.rules.length > 0) {
           const blocked = this.blockedBy(this.rules, buf.toString('utf8', queryStart, queryEnd));
           if (blocked !== undefined) {
@@ -337,6 +372,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         return;
       }
       case FrontendType.Bind:
+        this.observer?.onBind(buf, start, end);
         if (this.statementWrites !== undefined) this.noteBoundWrites(buf, start, end);
         this.beginFrame(buf, start);
         // unsynced afterwards: a Bind starting a batch may be a LISTEN the hub answers.
@@ -505,6 +541,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     }
     this.server = server;
     server.attach(this);
+    this.observer?.onAcquired();
     const queued = this.queued;
     // Before the client's own bytes: its settings (when the server runs someone else's) and the
     // statements its queued messages use that this server lacks.
@@ -552,6 +589,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.awaitingReady = 0;
       this.unsynced = false;
       this.statements.reset();
+      this.observer?.reset();
+      this.metrics?.noteError(err.code);
       this.socket.write(Buffer.concat(replies));
       this.socket.resume();
       return;
@@ -581,6 +620,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.timedPrefixLength = 0;
     if (this.concurrencySlot !== undefined && this.awaitingReady === 0) this.releaseConcurrencySlot();
     this.transactionStatus = status;
+    this.observer?.onReady();
     this.statements.onReadyForQuery();
     if (this.ddlPending && status === STATUS_IDLE) {
       // Statements parsed (or checked) while the DDL was uncommitted saw the old schema.
@@ -637,6 +677,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   onCopyInResponse(): void {
     // Syncs sent after the Execute that started COPY IN are ignored by the server.
     this.statements.unexpectReady(Math.min(this.awaitingReady, this.syncsSinceExecute));
+    this.observer?.unexpect(Math.min(this.awaitingReady, this.syncsSinceExecute));
     this.awaitingReady = Math.max(0, this.awaitingReady - this.syncsSinceExecute);
     this.syncsSinceExecute = 0;
     this.clientInCopyIn = true;
@@ -645,6 +686,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   onServerError(_fatal: boolean, fields: Readonly<Record<string, string>>): Buffer | undefined {
     // An error ends COPY IN on the server side; later Syncs count again.
     this.clientInCopyIn = false;
+    this.metrics?.noteError(fields.C);
     this.settings.noteFailure();
     const { replacement, aborted } = this.statements.onError(this.server, fields.C);
     // The held verification's messages were skipped: the barrier lifts after this frame.
@@ -704,7 +746,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const verdict = rules.judge(sql, this.matchContext);
     if (verdict === undefined) return undefined;
     if (verdict.blockedBy) {
-      this.refuseQuery(blockedError(verdict.blockedBy), buf, start, end);
+      this.refuseQuery(blockedError(verdict.blockedBy), SqlState.InsufficientPrivilege, buf, start, end);
       return true;
     }
     // Timeouts and concurrency slots apply to a statement with nothing else in flight, so the
@@ -726,7 +768,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         wait = rules.concurrency.wait(slot.key);
       } else {
         rules.concurrency.stats.refused++;
-        this.refuseQuery(concurrencyError(slot.rule), buf, start, end);
+        this.refuseQuery(concurrencyError(slot.rule), SqlState.TooManyConnections, buf, start, end);
         return true;
       }
     }
@@ -734,7 +776,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.runStart = end;
     this.awaitingReady++;
     this.syncsSinceExecute = 0;
-    this.statements.expectReady();
+    this.expectReady();
     const text = rewritten ?? sql;
     // Rewrites touch WHERE clauses, templates replace the text: what it writes is judged anew.
     if (this.cache !== undefined && rewritten !== undefined) {
@@ -760,17 +802,22 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
    * a transaction aborts it, so a statement the server is sure to reject goes instead and its
    * error is replaced by the rule's.
    */
-  private refuseQuery(error: Buffer, buf: Buffer, start: number, end: number): void {
+  private refuseQuery(error: Buffer, sqlState: string, buf: Buffer, start: number, end: number): void {
     this.forwardRun(buf, start);
     this.runStart = end;
     if (this.mayReadFromCache) {
+      // (Otherwise the server's error, replaced by this one, is counted in onServerError.)
+      this.metrics?.noteError(sqlState);
+      // Nothing in flight, no transaction: answer at once, no server needed.
       this.writeCached(Buffer.concat([error, READY_FOR_QUERY.I]));
       return;
     }
+    // Replies must stay in order, and an error inside a transaction aborts it: a statement the
+    // server is sure to reject goes instead, and its error is replaced by the rule's.
     this.awaitingReady++;
     this.syncsSinceExecute = 0;
     this.statements.expectReplacedError(error);
-    this.statements.expectReady();
+    this.expectReady();
     this.send(BLOCKED_QUERY);
   }
 
@@ -843,6 +890,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (entry !== undefined) {
       this.forwardRun(buf, start);
       this.runStart = end;
+      this.observer?.onCacheHit();
       this.writeCached(entry);
       return true;
     }
@@ -854,7 +902,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.forwardRun(buf, start);
     this.runStart = end;
     this.awaitingReady++;
-    this.statements.expectReady();
+    this.expectReady();
     this.park(cache, plan, [buf.subarray(start, end)], wait);
     return true;
   }
@@ -986,8 +1034,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.batch = null;
       this.runStart = end;
       this.unsynced = false;
-      this.statements.expectReady();
-      this.statements.onReadyForQuery();
+      this.expectReady();
+      this.answeredLocally();
+      this.observer?.onCacheHit();
       this.writeCached(entry);
       return true;
     }
@@ -996,7 +1045,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.unsynced = false;
     this.awaitingReady++;
     this.syncsSinceExecute++;
-    this.statements.expectReady();
+    this.expectReady();
     this.forwardRun(buf, end);
     this.runStart = end;
     const frames = batch.diverted;
@@ -1035,7 +1084,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (this.closed) return;
     if (entry !== undefined) {
       this.awaitingReady--;
-      this.statements.onReadyForQuery();
+      this.answeredLocally();
+      this.observer?.onCacheHit();
       this.writeCached(entry);
     } else {
       // Run it after all: lead a new flight unless someone else already does.
@@ -1219,7 +1269,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.hubCommand = undefined;
     if (this.closed) return;
     if (this.awaitingReady > 0) this.awaitingReady--;
-    this.statements.onReadyForQuery();
+    this.answeredLocally();
     const reply = err
       ? createErrorResponse({
           severity: 'ERROR',
@@ -1236,6 +1286,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private acquireForQueued(): void {
     if (this.queued.length > 0 && !this.acquiring && !this.closed) {
       this.acquiring = true;
+      this.observer?.onAcquireStart();
       this.pool.acquire(this);
       // Only when no server was free at once: hold further input so the queue stays bounded.
       // Pausing unconditionally cost two epoll_ctl syscalls per transaction (readStop/readStart).
@@ -1353,12 +1404,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.hubBatch = undefined;
         this.unsynced = false;
         this.awaitingReady++;
-        this.statements.expectReady();
+        this.expectReady();
         if (b.executed) {
           this.runHubCommand(b.effect, b.replies);
         } else {
           this.awaitingReady--;
-          this.statements.onReadyForQuery();
+          this.answeredLocally();
           this.socket.write(Buffer.concat([...b.replies, READY_FOR_QUERY.I]));
         }
         return true;
@@ -1482,6 +1533,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   onServerLost(server: ServerConnection, err: Error | undefined): void {
     if (this.server === server) this.server = null;
     this.statements.reset();
+    this.observer?.reset();
     this.pool.release(server, false);
     if (this.closed) return;
     logger.info(
@@ -1546,6 +1598,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         message: 'internal error in Sluice',
       });
     }
+    this.metrics?.noteError(err instanceof ProxyError ? err.code : (err as UpstreamRejectedError).sqlState);
     if (!fatal) {
       this.writeCached(Buffer.concat([reply, READY_FOR_QUERY.I]));
       return;
@@ -1573,6 +1626,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.metrics?.noteClientClosed(this.socket);
     if (this.usedHub) this.pool.listenHub.unlistenAll(this);
     if (this.acquiring) this.pool.cancelWait(this);
     this.acquiring = false;

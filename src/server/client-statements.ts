@@ -155,6 +155,9 @@ const CACHED_PLAN_CHANGED = createErrorResponse({
 const DESCRIBE_PORTAL = 0x50; // 'P'
 
 export class ClientStatements {
+  /** Counters of the running Sluice this session belongs to (the module's when there is none). */
+  constructor(private readonly cacheStats: typeof statementCacheStats = statementCacheStats) {}
+
   private readonly statements = new Map<string, PreparedStatement>();
   private expected: Expected[] = [];
   /** Statements referenced while no server was assigned: checked against the server we get. */
@@ -270,11 +273,11 @@ export class ClientStatements {
     const frames: Buffer[] = [];
     const copy = server.statementEpoch(statement.serverName);
     if (copy === schemaEpoch) {
-      statementCacheStats.hits++;
+      this.cacheStats.hits++;
       entries.push({ replaceComplete: PARSE_COMPLETE });
       frames.push(NOOP_CLOSE);
     } else {
-      statementCacheStats.misses++;
+      this.cacheStats.misses++;
       frames.push(...this.makeRoom(server, statement.serverName, copy, entries), statement.parse);
       entries.push({ parse: statement.serverName, drop: false, clientName });
     }
@@ -362,11 +365,11 @@ export class ClientStatements {
     }
     const copy = server.statementEpoch(statement.serverName);
     if (copy === schemaEpoch) {
-      statementCacheStats.hits++;
+      this.cacheStats.hits++;
       // A copy from this epoch has the statement's row type (any other was compared first).
       if (statement.shapeEpoch !== schemaEpoch) statement.shapeEpoch = schemaEpoch;
     } else {
-      statementCacheStats.misses++;
+      this.cacheStats.misses++;
       const entries: Expected[] = [];
       const frames = this.makeRoom(server, statement.serverName, copy, entries);
       frames.push(statement.parse);
@@ -457,14 +460,14 @@ export class ClientStatements {
       if (statement.broken || statement.verifying) continue;
       const copy = server.statementEpoch(statement.serverName);
       if (copy === schemaEpoch) {
-        statementCacheStats.hits++;
+        this.cacheStats.hits++;
         if (statement.shapeEpoch !== schemaEpoch) {
           statement.shapeEpoch = schemaEpoch;
           this.dropPlaceholders(statement);
         }
         continue;
       }
-      statementCacheStats.misses++;
+      this.cacheStats.misses++;
       const first = this.firstPlaceholder(statement);
       if (first) {
         this.insertVerification(server, statement, copy, first, queued);
@@ -542,7 +545,7 @@ export class ClientStatements {
     if (v.result === 'match' || v.result === 'aborted' || uses.length === 0) {
       statement.verifying = undefined;
       if (v.result === 'match') {
-        statementCacheStats.verified++;
+        this.cacheStats.verified++;
         statement.shapeEpoch = v.epoch;
         this.dropPlaceholders(statement);
       } else if (v.result === 'aborted' && uses.length > 0) {
@@ -572,7 +575,7 @@ export class ClientStatements {
       described.push(Buffer.isBuffer(next) && peekDescribeKind(next) === DESCRIBE_PORTAL);
     }
     statement.verifying = undefined;
-    statementCacheStats.changed++;
+    this.cacheStats.changed++;
     const front = this.closeChanged(v, server);
     if (described.includes(true)) {
       // The client learns the new row type: the statement moves to this epoch's name.

@@ -4,8 +4,10 @@
 import { randomInt, timingSafeEqual } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
+import { ADMIN_DATABASE, type AdminConsole } from '../admin/admin-console.js';
 import type { ResultCache } from '../cache/result-cache.js';
 import { logger } from '../observe/logger.js';
+import type { SluiceMetrics } from '../observe/metrics.js';
 import type { PoolManager } from '../pool/pool-manager.js';
 import { UpstreamRejectedError } from '../pool/server-connection.js';
 import {
@@ -33,6 +35,9 @@ export interface ProxyServerOptions {
   pools: PoolManager;
   cache?: ResultCache | undefined;
   rules?: RuleEngine | undefined;
+  metrics?: SluiceMetrics | undefined;
+  /** Answers logins to database "sluice" (admins) and refuses everyone else there. */
+  admin?: AdminConsole | undefined;
 }
 
 /** The server's spelling of a reported parameter (e.g. DateStyle for datestyle). */
@@ -132,6 +137,10 @@ export class ProxyServer {
       if (this.draining) {
         throw new ProxyError(SqlState.CannotConnectNow, 'the proxy is shutting down', { severity: 'FATAL' });
       }
+      if (result.database === ADMIN_DATABASE && options.admin !== undefined) {
+        options.admin.accept(socket, result.user, result.leftover);
+        return;
+      }
       if (this.admitted >= options.maxClientConnections) {
         throw new ProxyError(SqlState.TooManyConnections, 'sorry, too many clients already', {
           severity: 'FATAL',
@@ -184,6 +193,7 @@ export class ProxyServer {
         startup,
         cache: options.cache,
         rules: options.rules,
+        metrics: options.metrics,
       });
       this.sessions.set(processId, session);
       session.start(result.leftover);
@@ -194,6 +204,9 @@ export class ProxyServer {
 
   private refuse(socket: Socket, err: unknown): void {
     if (err instanceof ClientGone || socket.destroyed) return;
+    this.options.metrics?.noteError(
+      err instanceof ProxyError ? err.code : err instanceof UpstreamRejectedError ? err.sqlState : undefined,
+    );
     let reply: Buffer;
     if (err instanceof UpstreamRejectedError) {
       reply = err.errorResponse;

@@ -129,7 +129,8 @@ describe('named prepared statements', () => {
   });
 
   it('count plan-cache hits: the same statement is planned once per server, not per client', async () => {
-    const { statementCacheStats } = await import('../../src/server/client-statements.js');
+    // The plan-cache counters of this Sluice (each running Sluice counts its own).
+    const statementCacheStats = proxy.sluice.metrics!.statementCache;
     const before = { ...statementCacheStats };
     const clients = await Promise.all(Array.from({ length: 6 }, () => connect()));
     for (let round = 0; round < 5; round++) {
@@ -149,7 +150,8 @@ describe('result-type-changing DDL under cached statements', () => {
   ];
 
   it('gives node-postgres the new rows on every pooled client after ALTER ... TYPE bigint, without an error', async () => {
-    const { statementCacheStats } = await import('../../src/server/client-statements.js');
+    // The plan-cache counters of this Sluice (each running Sluice counts its own).
+    const statementCacheStats = proxy.sluice.metrics!.statementCache;
     const setup = await directClient(db);
     await setup.query(
       'create table ddl_np(id int primary key, v int not null); insert into ddl_np values (1, 10), (2, 20)',

@@ -56,6 +56,11 @@ describe('loadConfig defaults and file values', () => {
       breaker_failure_threshold: 5,
       breaker_reset_timeout: 5,
       cache_stale_max_age: 3600,
+      metrics: true,
+      metrics_top_digests: 50,
+      digest_stats_max: 1000,
+      slow_query_ms: 1000,
+      admin_users: [],
     });
     expect(c.upstream).toBeUndefined();
   });
