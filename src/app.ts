@@ -7,12 +7,14 @@ import { ResultCache } from './cache/result-cache.js';
 import type { SluiceConfig } from './config/schema.js';
 import { loadUsers } from './config/users.js';
 import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded-postgres.js';
+import { ensureSelfSignedPair } from './embedded/self-signed-tls.js';
 import { logger } from './observe/logger.js';
 import { PoolManager, type UpstreamEndpoint } from './pool/pool-manager.js';
 import { loadQueryParser, QueryAnalyzer } from './query/analysis.js';
 import { type CatalogConnection, CatalogRegistry } from './query/catalog-registry.js';
 import { RuleEngine } from './rules/rule-engine.js';
 import { RulesWatcher } from './rules/watcher.js';
+import { type ClientTls, loadClientTls } from './server/client-tls.js';
 import { ProxyServer } from './server/proxy-server.js';
 
 export interface RunningSluice {
@@ -59,13 +61,25 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
   const users = loadUsers(config.users, config.users_file);
   let embedded: RunningPostgres | undefined;
   let upstreamUrl = config.upstream;
+  let tlsFiles =
+    config.tls_cert && config.tls_key ? { certFile: config.tls_cert, keyFile: config.tls_key } : undefined;
   if (!upstreamUrl) {
+    const dataDir = config.embedded.data_dir ?? defaultEmbeddedDataDir();
     embedded = await startEmbeddedPostgres({
       persistent: true,
-      dataDir: config.embedded.data_dir ?? defaultEmbeddedDataDir(),
+      dataDir,
       port: config.embedded.port,
     });
     upstreamUrl = embedded.url;
+  }
+  let tls: ClientTls | undefined;
+  try {
+    // The embedded default speaks TLS out of the box, with a pair made once beside its data.
+    if (embedded) tlsFiles ??= await ensureSelfSignedPair(path.dirname(embedded.dataDir));
+    tls = tlsFiles && loadClientTls(tlsFiles.certFile, tlsFiles.keyFile, config.tls_required === true);
+  } catch (err) {
+    await embedded?.stop();
+    throw err;
   }
   const upstream = parseUpstreamUrl(upstreamUrl);
   // Without a users list, the upstream's own user may log in with the upstream's password.
@@ -129,11 +143,16 @@ export async function startSluice(config: SluiceConfig): Promise<RunningSluice> 
     poolMode: config.pool_mode,
     maxClientConnections: config.max_client_conn,
     maxMessageBytes: config.max_message_bytes,
-    loginTimeoutMs: config.client_login_timeout * 1000,
+    loginTimeoutMs: (config.auth_timeout ?? config.client_login_timeout) * 1000,
     passwordOf,
     pools,
     cache,
     rules,
+    tls,
+    maxUserClientConnections: config.max_user_client_connections,
+    maxDbClientConnections: config.max_db_client_connections,
+    clientIdleTimeoutMs: (config.client_idle_timeout ?? 0) * 1000,
+    idleTransactionTimeoutMs: (config.idle_transaction_timeout ?? 0) * 1000,
   });
   let address: { host: string; port: number };
   try {

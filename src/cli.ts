@@ -8,6 +8,14 @@ import { logger } from './observe/logger.js';
 import { checkRules, explainStatement } from './rules/commands.js';
 import { loadRulesDir, RulesError } from './rules/loader.js';
 
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) {
+    throw new InvalidArgumentError('expected a number of seconds, 0 or more');
+  }
+  return n;
+}
+
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
@@ -53,6 +61,24 @@ program
   .option('--cache', 'answer repeated reads from the result cache (env: SLUICE_CACHE=true)')
   .option('--redis <url>', 'shared cache tier and invalidation bus, redis://host:port (env: SLUICE_REDIS)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env: SLUICE_LOG_LEVEL)')
+  .option('--tls-cert <file>', 'PEM certificate for client TLS, with --tls-key (env: SLUICE_TLS_CERT)')
+  .option('--tls-key <file>', 'PEM private key for client TLS (env: SLUICE_TLS_KEY)')
+  .option('--tls-required', 'refuse clients that do not use TLS (env: SLUICE_TLS_REQUIRED=true)')
+  .option(
+    '--auth-timeout <seconds>',
+    'drop a client not logged in after this long (default 60; env: SLUICE_AUTH_TIMEOUT)',
+    nonNegativeNumber,
+  )
+  .option(
+    '--client-idle-timeout <seconds>',
+    'close clients idle between transactions this long (0: never; env: SLUICE_CLIENT_IDLE_TIMEOUT)',
+    nonNegativeNumber,
+  )
+  .option(
+    '--idle-transaction-timeout <seconds>',
+    'close clients idle inside a transaction this long and roll it back (env: SLUICE_IDLE_TRANSACTION_TIMEOUT)',
+    nonNegativeNumber,
+  )
   .action(async (flags: Record<string, unknown>) => {
     let config: ReturnType<typeof loadConfig>;
     try {
@@ -70,6 +96,12 @@ program
           redis: flags.redis,
           rules: flags.rules,
           log_level: flags.logLevel,
+          tls_cert: flags.tlsCert,
+          tls_key: flags.tlsKey,
+          tls_required: flags.tlsRequired,
+          auth_timeout: flags.authTimeout,
+          client_idle_timeout: flags.clientIdleTimeout,
+          idle_transaction_timeout: flags.idleTransactionTimeout,
         },
       });
     } catch (err) {

@@ -84,8 +84,31 @@ export const configSchema = z
       })
       .strict()
       .default({ port: 0 }),
+    // Issue 9 (hardening). Absent keys mean "off", so the defaults stay as they were.
+    /** PEM files: with both, clients may (or with tls_required, must) use TLS. */
+    tls_cert: z.string().optional(),
+    tls_key: z.string().optional(),
+    /** Refuse (28000) clients that do not ask for TLS. */
+    tls_required: z.boolean().optional(),
+    /** Seconds a client may take from connecting to logging in; replaces client_login_timeout. */
+    auth_timeout: seconds.optional(),
+    /** Client connections per user / per database (0 or absent: no limit), as PgBouncer 1.24 names them. */
+    max_user_client_connections: z.number().int().nonnegative().optional(),
+    max_db_client_connections: z.number().int().nonnegative().optional(),
+    /** Seconds a client may sit idle outside a transaction before it is closed (0: never). */
+    client_idle_timeout: seconds.optional(),
+    /** Seconds a client may sit idle inside a transaction before it is closed and rolled back. */
+    idle_transaction_timeout: seconds.optional(),
   })
   .strict()
+  .refine((c) => (c.tls_cert === undefined) === (c.tls_key === undefined), {
+    message: 'tls_cert and tls_key go together',
+    path: ['tls_key'],
+  })
+  .refine((c) => !c.tls_required || c.tls_cert !== undefined || c.upstream === undefined, {
+    message: 'tls_required needs tls_cert and tls_key (only the embedded default makes its own pair)',
+    path: ['tls_required'],
+  })
   .refine((c) => c.min_pool_size <= c.pool_size, {
     message: 'min_pool_size must not exceed pool_size',
     path: ['min_pool_size'],
@@ -111,7 +134,12 @@ export const numericKeys = new Set([
   'cache_max_entry_bytes',
   'cache_ttl',
   'cache_degraded_ttl',
+  'auth_timeout',
+  'max_user_client_connections',
+  'max_db_client_connections',
+  'client_idle_timeout',
+  'idle_transaction_timeout',
 ]);
 
 /** Top-level keys whose values come from the environment as booleans (true/false/1/0). */
-export const booleanKeys = new Set(['cache']);
+export const booleanKeys = new Set(['cache', 'tls_required']);

@@ -10,11 +10,13 @@ export const SqlState = {
   InvalidPassword: '28P01',
   InvalidCatalogName: '3D000',
   ActiveSqlTransaction: '25001',
+  IdleInTransactionSessionTimeout: '25P03',
   InsufficientPrivilege: '42501',
   TooManyConnections: '53300',
   QueryCanceled: '57014',
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03',
+  IdleSessionTimeout: '57P05',
   InternalError: 'XX000',
 } as const;
 
