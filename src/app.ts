@@ -10,6 +10,7 @@ import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded
 import { ensureSelfSignedPair } from './embedded/self-signed-tls.js';
 import { logger } from './observe/logger.js';
 import { PoolManager, type UpstreamEndpoint } from './pool/pool-manager.js';
+import { parseUpstreamTls, type UpstreamTls } from './pool/upstream-tls.js';
 import { loadQueryParser, QueryAnalyzer } from './query/analysis.js';
 import { type CatalogConnection, CatalogRegistry } from './query/catalog-registry.js';
 import { RuleEngine } from './rules/rule-engine.js';
@@ -42,6 +43,22 @@ export function parseUpstreamUrl(url: string): UpstreamEndpoint & { database: st
     user: decodeURIComponent(u.username) || 'postgres',
     password: u.password ? decodeURIComponent(u.password) : undefined,
     database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
+    tls: parseUpstreamTls(u.searchParams),
+  };
+}
+
+/**
+ * node-postgres's ssl option for the catalog reader. It cannot fall back as prefer does, so
+ * prefer reads the catalog in plaintext.
+ */
+function pgSsl(tls: UpstreamTls | undefined, host: string): pg.ClientConfig['ssl'] {
+  if (!tls || tls.mode === 'disable' || tls.mode === 'prefer') return false;
+  if (tls.mode === 'require') return { rejectUnauthorized: false };
+  return {
+    ca: tls.ca,
+    rejectUnauthorized: true,
+    // node-postgres sets SNI for host names only; the identity check needs the host (or IP) itself.
+    ...(tls.mode === 'verify-full' ? { host } : { checkServerIdentity: () => undefined }),
   };
 }
 
@@ -206,6 +223,7 @@ function createResultCache(config: SluiceConfig, upstream: UpstreamEndpoint): Re
       password: upstream.password,
       database,
       application_name: 'sluice catalog',
+      ssl: pgSsl(upstream.tls, upstream.host),
     });
     client.on('error', () => {});
     await client.connect();

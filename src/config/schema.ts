@@ -12,7 +12,13 @@ const hostPort = z
 const upstreamUrl = z
   .string()
   .refine((s) => /^postgres(ql)?:\/\//.test(s), 'expected postgres://user[:password]@host:port/database')
-  .refine((s) => URL.canParse(s), 'not a valid URL');
+  .refine((s) => URL.canParse(s), 'not a valid URL')
+  .refine(
+    (s) =>
+      !URL.canParse(s) ||
+      /^(|disable|prefer|require|verify-ca|verify-full)$/.test(new URL(s).searchParams.get('sslmode') ?? ''),
+    'sslmode must be disable, prefer, require, verify-ca or verify-full',
+  );
 
 export const userSchema = z
   .object({

@@ -2,13 +2,18 @@
 // node-postgres and postgres.js with the CA pinned), SCRAM-SHA-256-PLUS channel binding (psql
 // channel_binding=require, node-postgres enableChannelBinding), tls_required refusing plaintext
 // with 28000, GSSENCRequest answered 'N', and plaintext smuggled after SSLRequest refused.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+// Upstream: sslmode disable / prefer / require / verify-ca / verify-full and sslrootcert against
+// a second embedded PostgreSQL with ssl=on and a hostssl-only pg_hba.conf.
+import { chmod, chown, copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSluice } from '../../src/app.js';
+import { loadConfig } from '../../src/config/load.js';
+import { type RunningPostgres, startEmbeddedPostgres } from '../../src/embedded/embedded-postgres.js';
 import { ensureSelfSignedPair } from '../../src/embedded/self-signed-tls.js';
 import { createTestDatabase, dropTestDatabase, pgInfo } from './harness/database.js';
 import {
@@ -227,5 +232,146 @@ describe('tls_required', () => {
     // 'R': an Authentication request, i.e. the startup was read over TLS.
     expect(await first).toBe(0x52);
     secure.destroy();
+  });
+});
+
+describe('TLS to the upstream (sslmode in the upstream URL)', () => {
+  let server: RunningPostgres;
+  let otherCa: string;
+
+  beforeAll(async () => {
+    server = await startEmbeddedPostgres({ fast: true });
+    // The pair made above (SAN 127.0.0.1) becomes the server's; files owned by the server's user.
+    const owner = await stat(server.dataDir);
+    for (const [from, to, mode] of [
+      [certFile, 'server.crt', 0o644],
+      [keyFile, 'server.key', 0o600],
+    ] as const) {
+      const target = path.join(server.dataDir, to);
+      await copyFile(from, target);
+      await chown(target, owner.uid, owner.gid);
+      await chmod(target, mode);
+    }
+    // hostssl only: a plaintext login is refused by PostgreSQL itself.
+    const hba = path.join(server.dataDir, 'pg_hba.conf');
+    await writeFile(
+      hba,
+      'hostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n',
+    );
+    await chown(hba, owner.uid, owner.gid);
+    const admin = new pg.Client({ connectionString: server.url });
+    await admin.connect();
+    await admin.query('ALTER SYSTEM SET ssl = on');
+    await admin.query('SELECT pg_reload_conf()');
+    await admin.end();
+    const other = await mkdtemp(path.join(os.tmpdir(), 'sluice-tls-ca-'));
+    otherCa = (await ensureSelfSignedPair(other)).certFile;
+    // Reload is asynchronous: wait until a TLS login succeeds.
+    for (let i = 0; i < 50; i++) {
+      const probe = new pg.Client({ connectionString: server.url, ssl: { rejectUnauthorized: false } });
+      const ok = await probe.connect().then(
+        () => true,
+        () => false,
+      );
+      await probe.end().catch(() => {});
+      if (ok) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+    if (otherCa) await rm(path.dirname(otherCa), { recursive: true, force: true });
+  });
+
+  async function viaSluice(query: string): Promise<{ ssl?: boolean; error?: string }> {
+    const sluice = await startSluice(
+      loadConfig({
+        env: {},
+        flags: {
+          listen: '127.0.0.1:0',
+          upstream: `${server.url}${query}`,
+          auth: 'trust',
+          log_level: 'silent',
+          shutdown_timeout: 2,
+          server_connect_timeout: 5,
+        },
+      }),
+    );
+    const client = new pg.Client({
+      host: sluice.host,
+      port: sluice.port,
+      user: server.user,
+      database: 'postgres',
+    });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      const res = await client.query('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+      return { ssl: res.rows[0].ssl as boolean };
+    } catch (err) {
+      return { error: String((err as Error).message) };
+    } finally {
+      await client.end().catch(() => {});
+      await sluice.stop();
+    }
+  }
+
+  it('sslmode=require logs in over TLS (pg_stat_ssl says so)', async () => {
+    expect(await viaSluice('?sslmode=require')).toEqual({ ssl: true });
+  });
+
+  // (Every other test file runs with the default, prefer, against a server without TLS: the
+  // plaintext fallback is exercised there.)
+  it('no sslmode means prefer, as in libpq: TLS when the server offers it', async () => {
+    expect(await viaSluice('')).toEqual({ ssl: true });
+  });
+
+  it('sslmode=verify-full with the server certificate as sslrootcert verifies and logs in', async () => {
+    expect(await viaSluice(`?sslmode=verify-full&sslrootcert=${encodeURIComponent(certFile)}`)).toEqual({
+      ssl: true,
+    });
+  });
+
+  it('sslmode=verify-ca and verify-full refuse a server certificate the root does not sign', async () => {
+    for (const mode of ['verify-ca', 'verify-full']) {
+      const result = await viaSluice(`?sslmode=${mode}&sslrootcert=${encodeURIComponent(otherCa)}`);
+      expect(result.error).toMatch(/could not connect to upstream .*(self[- ]signed|certificate)/i);
+    }
+  });
+
+  it('sslmode=require with a wrong sslrootcert verifies the chain, as libpq does', async () => {
+    const result = await viaSluice(`?sslmode=require&sslrootcert=${encodeURIComponent(otherCa)}`);
+    expect(result.error).toMatch(/could not connect to upstream/);
+  });
+
+  it('sslmode=disable talks plaintext, which this hostssl-only server refuses (28000 forwarded)', async () => {
+    const result = await viaSluice('?sslmode=disable');
+    expect(result.error).toMatch(/pg_hba\.conf rejects connection .*no encryption/);
+  });
+
+  it('sslmode=require against a server without TLS fails instead of going plaintext', async () => {
+    const { host, port, user, password } = pgInfo();
+    const sluice = await startSluice(
+      loadConfig({
+        env: {},
+        flags: {
+          listen: '127.0.0.1:0',
+          upstream: `postgres://${user}:${encodeURIComponent(password)}@${host}:${port}/postgres?sslmode=require`,
+          auth: 'trust',
+          log_level: 'silent',
+          shutdown_timeout: 2,
+        },
+      }),
+    );
+    try {
+      await expect(
+        psql(`postgres://${user}@${sluice.host}:${sluice.port}/${db}`, ['-Atc', 'SELECT 1'], {
+          PGSSLMODE: 'disable',
+        }),
+      ).rejects.toThrow(/does not support TLS \(sslmode=require\)/);
+    } finally {
+      await sluice.stop();
+    }
   });
 });
