@@ -70,6 +70,16 @@ program
     nonNegativeNumber,
   )
   .option(
+    '--max-user-client-connections <n>',
+    'client connections per user (env: SLUICE_MAX_USER_CLIENT_CONNECTIONS)',
+    positiveInt,
+  )
+  .option(
+    '--max-db-client-connections <n>',
+    'client connections per database (env: SLUICE_MAX_DB_CLIENT_CONNECTIONS)',
+    positiveInt,
+  )
+  .option(
     '--client-idle-timeout <seconds>',
     'close clients idle between transactions this long (0: never; env: SLUICE_CLIENT_IDLE_TIMEOUT)',
     nonNegativeNumber,
@@ -100,6 +110,8 @@ program
           tls_key: flags.tlsKey,
           tls_required: flags.tlsRequired,
           auth_timeout: flags.authTimeout,
+          max_user_client_connections: flags.maxUserClientConnections,
+          max_db_client_connections: flags.maxDbClientConnections,
           client_idle_timeout: flags.clientIdleTimeout,
           idle_transaction_timeout: flags.idleTransactionTimeout,
         },

@@ -375,3 +375,51 @@ describe('TLS to the upstream (sslmode in the upstream URL)', () => {
     }
   });
 });
+
+describe('the embedded default (no upstream)', () => {
+  it('generates a self-signed pair once beside the data directory and serves verify-full clients', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'sluice-embedded-tls-'));
+    // The embedded server may run as another user (under root): it must enter the directory.
+    await chmod(root, 0o755);
+    const start = () =>
+      startSluice(
+        loadConfig({
+          env: {},
+          flags: {
+            listen: '127.0.0.1:0',
+            auth: 'trust',
+            log_level: 'silent',
+            shutdown_timeout: 2,
+            tls_required: true,
+            embedded: { data_dir: path.join(root, 'data'), port: 0 },
+          },
+        }),
+      );
+    try {
+      const first = await start();
+      const cert = path.join(root, 'sluice-tls.crt');
+      const pem = await readFile(cert, 'utf8');
+      try {
+        const url = `postgres://${first.upstream.user}@${first.host}:${first.port}/postgres?sslmode=verify-full&sslrootcert=${encodeURIComponent(cert)}`;
+        expect(await psql(url, ['-Atc', 'SELECT 1'])).toBe('1\n');
+        await expect(
+          psql(
+            `postgres://${first.upstream.user}@${first.host}:${first.port}/postgres`,
+            ['-Atc', 'SELECT 1'],
+            {
+              PGSSLMODE: 'disable',
+            },
+          ),
+        ).rejects.toThrow(/no encryption/);
+      } finally {
+        await first.stop();
+      }
+      const second = await start();
+      await second.stop();
+      expect(await readFile(cert, 'utf8')).toBe(pem);
+      expect(((await stat(path.join(root, 'sluice-tls.key'))).mode & 0o777).toString(8)).toBe('600');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
