@@ -2,7 +2,6 @@
 // upstream): generated once next to the embedded data directory and reused on later starts.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import selfsigned from 'selfsigned';
 
 export interface CertificatePair {
   certFile: string;
@@ -27,6 +26,8 @@ export async function ensureSelfSignedPair(dir: string): Promise<CertificatePair
   if (present.every(Boolean)) return { certFile, keyFile };
   // Default mode: the embedded server (another uid under root) must still enter the directory.
   await fs.mkdir(dir, { recursive: true });
+  // Loaded only when a pair is made, so other commands (`sluice rules`) do not pay for it.
+  const { default: selfsigned } = await import('selfsigned');
   const now = new Date();
   const pems = await selfsigned.generate([{ name: 'commonName', value: 'localhost' }], {
     keySize: 2048,
