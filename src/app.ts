@@ -8,17 +8,20 @@ import { ResultCache } from './cache/result-cache.js';
 import type { SluiceConfig } from './config/schema.js';
 import { loadUsers } from './config/users.js';
 import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded-postgres.js';
+import { ensureSelfSignedPair } from './embedded/self-signed-tls.js';
 import { migrateOnStart } from './migrate/on-start.js';
 import { ObserveHttpServer, parseHttpAddress } from './observe/http-server.js';
 import { logger } from './observe/logger.js';
 import { SluiceMetrics } from './observe/metrics.js';
 import { PoolManager, type UpstreamEndpoint } from './pool/pool-manager.js';
+import { parseUpstreamTls, type UpstreamTls } from './pool/upstream-tls.js';
 import { ProxyError } from './protocol/proxy-error.js';
 import { SqlState } from './protocol/sqlstate.js';
 import { loadQueryParser, QueryAnalyzer } from './query/analysis.js';
 import { type CatalogConnection, CatalogRegistry } from './query/catalog-registry.js';
 import { RuleEngine } from './rules/rule-engine.js';
 import { RulesWatcher } from './rules/watcher.js';
+import { type ClientTls, loadClientTls } from './server/client-tls.js';
 import { ProxyServer } from './server/proxy-server.js';
 
 export interface RunningSluice {
@@ -55,6 +58,22 @@ export function parseUpstreamUrl(url: string): UpstreamEndpoint & { database: st
     user: decodeURIComponent(u.username) || 'postgres',
     password: u.password ? decodeURIComponent(u.password) : undefined,
     database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres',
+    tls: parseUpstreamTls(u.searchParams),
+  };
+}
+
+/**
+ * node-postgres's ssl option for the catalog reader. It cannot fall back as prefer does, so
+ * prefer reads the catalog in plaintext.
+ */
+function pgSsl(tls: UpstreamTls | undefined, host: string): pg.ClientConfig['ssl'] {
+  if (!tls || tls.mode === 'disable' || tls.mode === 'prefer') return false;
+  if (tls.mode === 'require') return { rejectUnauthorized: false };
+  return {
+    ca: tls.ca,
+    rejectUnauthorized: true,
+    // node-postgres sets SNI for host names only; the identity check needs the host (or IP) itself.
+    ...(tls.mode === 'verify-full' ? { host } : { checkServerIdentity: () => undefined }),
   };
 }
 
@@ -84,10 +103,13 @@ export async function startSluice(
   const users = loadUsers(config.users, config.users_file);
   let embedded: RunningPostgres | undefined;
   let upstreamUrl = config.upstream;
+  let tlsFiles =
+    config.tls_cert && config.tls_key ? { certFile: config.tls_cert, keyFile: config.tls_key } : undefined;
   if (!upstreamUrl) {
+    const dataDir = config.embedded.data_dir ?? defaultEmbeddedDataDir();
     embedded = await startEmbeddedPostgres({
       persistent: true,
-      dataDir: config.embedded.data_dir ?? defaultEmbeddedDataDir(),
+      dataDir,
       port: config.embedded.port,
     });
     upstreamUrl = embedded.url;
@@ -97,6 +119,15 @@ export async function startSluice(
       await embedded?.stop();
       throw err;
     });
+  }
+  let tls: ClientTls | undefined;
+  try {
+    // The embedded default speaks TLS out of the box, with a pair made once beside its data.
+    if (embedded) tlsFiles ??= await ensureSelfSignedPair(path.dirname(embedded.dataDir));
+    tls = tlsFiles && loadClientTls(tlsFiles.certFile, tlsFiles.keyFile, config.tls_required === true);
+  } catch (err) {
+    await embedded?.stop();
+    throw err;
   }
   const upstream = parseUpstreamUrl(upstreamUrl);
   // Without a users list, the upstream's own user may log in with the upstream's password.
@@ -248,13 +279,18 @@ export async function startSluice(
     poolMode: config.pool_mode,
     maxClientConnections: config.max_client_conn,
     maxMessageBytes: config.max_message_bytes,
-    loginTimeoutMs: config.client_login_timeout * 1000,
+    loginTimeoutMs: (config.auth_timeout ?? config.client_login_timeout) * 1000,
     passwordOf,
     pools,
     cache,
     rules,
     metrics,
     admin,
+    tls,
+    maxUserClientConnections: config.max_user_client_connections,
+    maxDbClientConnections: config.max_db_client_connections,
+    clientIdleTimeoutMs: (config.client_idle_timeout ?? 0) * 1000,
+    idleTransactionTimeoutMs: (config.idle_transaction_timeout ?? 0) * 1000,
   });
   proxyRef = proxy;
   metrics?.attach({ sessions: () => proxy.sessionList(), pools: () => pools.stats(), cache });
@@ -388,6 +424,7 @@ function createResultCache(config: SluiceConfig, upstream: UpstreamEndpoint): Re
       password: upstream.password,
       database,
       application_name: 'sluice catalog',
+      ssl: pgSsl(upstream.tls, upstream.host),
     });
     client.on('error', () => {});
     await client.connect();

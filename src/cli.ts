@@ -11,6 +11,14 @@ import { checkRules, explainStatement } from './rules/commands.js';
 import { loadRulesDir, RulesError } from './rules/loader.js';
 import { SEED_DEFAULTS } from './seed/seed.js';
 
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) {
+    throw new InvalidArgumentError('expected a number of seconds, 0 or more');
+  }
+  return n;
+}
+
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
@@ -64,6 +72,34 @@ program
     '--admin-users <a,b>',
     'users who may use the admin console, database "sluice" (env: SLUICE_ADMIN_USERS)',
   )
+  .option('--tls-cert <file>', 'PEM certificate for client TLS, with --tls-key (env: SLUICE_TLS_CERT)')
+  .option('--tls-key <file>', 'PEM private key for client TLS (env: SLUICE_TLS_KEY)')
+  .option('--tls-required', 'refuse clients that do not use TLS (env: SLUICE_TLS_REQUIRED=true)')
+  .option(
+    '--auth-timeout <seconds>',
+    'drop a client not logged in after this long (default 60; env: SLUICE_AUTH_TIMEOUT)',
+    nonNegativeNumber,
+  )
+  .option(
+    '--max-user-client-connections <n>',
+    'client connections per user (env: SLUICE_MAX_USER_CLIENT_CONNECTIONS)',
+    positiveInt,
+  )
+  .option(
+    '--max-db-client-connections <n>',
+    'client connections per database (env: SLUICE_MAX_DB_CLIENT_CONNECTIONS)',
+    positiveInt,
+  )
+  .option(
+    '--client-idle-timeout <seconds>',
+    'close clients idle between transactions this long (0: never; env: SLUICE_CLIENT_IDLE_TIMEOUT)',
+    nonNegativeNumber,
+  )
+  .option(
+    '--idle-transaction-timeout <seconds>',
+    'close clients idle inside a transaction this long and roll it back (env: SLUICE_IDLE_TRANSACTION_TIMEOUT)',
+    nonNegativeNumber,
+  )
   .action(async (flags: Record<string, unknown>) => {
     let config: ReturnType<typeof loadConfig>;
     // RELOAD (admin console) reads the same sources again.
@@ -84,6 +120,14 @@ program
           log_level: flags.logLevel,
           http: flags.http,
           admin_users: flags.adminUsers,
+          tls_cert: flags.tlsCert,
+          tls_key: flags.tlsKey,
+          tls_required: flags.tlsRequired,
+          auth_timeout: flags.authTimeout,
+          max_user_client_connections: flags.maxUserClientConnections,
+          max_db_client_connections: flags.maxDbClientConnections,
+          client_idle_timeout: flags.clientIdleTimeout,
+          idle_transaction_timeout: flags.idleTransactionTimeout,
         },
       });
     try {

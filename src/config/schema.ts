@@ -12,7 +12,13 @@ const hostPort = z
 const upstreamUrl = z
   .string()
   .refine((s) => /^postgres(ql)?:\/\//.test(s), 'expected postgres://user[:password]@host:port/database')
-  .refine((s) => URL.canParse(s), 'not a valid URL');
+  .refine((s) => URL.canParse(s), 'not a valid URL')
+  .refine(
+    (s) =>
+      !URL.canParse(s) ||
+      /^(|disable|prefer|require|verify-ca|verify-full)$/.test(new URL(s).searchParams.get('sslmode') ?? ''),
+    'sslmode must be disable, prefer, require, verify-ca or verify-full',
+  );
 
 export const userSchema = z
   .object({
@@ -121,8 +127,31 @@ export const configSchema = z
       .transform((v) =>
         (typeof v === 'string' ? v.split(',') : v).map((u) => u.trim()).filter((u) => u !== ''),
       ),
+    // Issue 9 (hardening). Absent keys mean "off", so the defaults stay as they were.
+    /** PEM files: with both, clients may (or with tls_required, must) use TLS. */
+    tls_cert: z.string().optional(),
+    tls_key: z.string().optional(),
+    /** Refuse (28000) clients that do not ask for TLS. */
+    tls_required: z.boolean().optional(),
+    /** Seconds a client may take from connecting to logging in; replaces client_login_timeout. */
+    auth_timeout: seconds.optional(),
+    /** Client connections per user / per database (0 or absent: no limit), as PgBouncer 1.24 names them. */
+    max_user_client_connections: z.number().int().nonnegative().optional(),
+    max_db_client_connections: z.number().int().nonnegative().optional(),
+    /** Seconds a client may sit idle outside a transaction before it is closed (0: never). */
+    client_idle_timeout: seconds.optional(),
+    /** Seconds a client may sit idle inside a transaction before it is closed and rolled back. */
+    idle_transaction_timeout: seconds.optional(),
   })
   .strict()
+  .refine((c) => (c.tls_cert === undefined) === (c.tls_key === undefined), {
+    message: 'tls_cert and tls_key go together',
+    path: ['tls_key'],
+  })
+  .refine((c) => !c.tls_required || c.tls_cert !== undefined || c.upstream === undefined, {
+    message: 'tls_required needs tls_cert and tls_key (only the embedded default makes its own pair)',
+    path: ['tls_required'],
+  })
   .refine((c) => c.min_pool_size <= c.pool_size, {
     message: 'min_pool_size must not exceed pool_size',
     path: ['min_pool_size'],
@@ -154,7 +183,12 @@ export const numericKeys = new Set([
   'metrics_top_digests',
   'digest_stats_max',
   'slow_query_ms',
+  'auth_timeout',
+  'max_user_client_connections',
+  'max_db_client_connections',
+  'client_idle_timeout',
+  'idle_transaction_timeout',
 ]);
 
 /** Top-level keys whose values come from the environment as booleans (true/false/1/0). */
-export const booleanKeys = new Set(['cache', 'migrate_on_start', 'metrics']);
+export const booleanKeys = new Set(['cache', 'migrate_on_start', 'metrics', 'tls_required']);

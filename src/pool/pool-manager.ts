@@ -4,6 +4,7 @@ import { isMd5PasswordHash } from '../protocol/md5-auth.js';
 import { Pool, type PoolSettings, type PoolStats } from './pool.js';
 import type { UpstreamTarget } from './server-connection.js';
 import { type BreakerSettings, type BreakerSnapshot, UpstreamBreaker } from './upstream-breaker.js';
+import type { UpstreamTls } from './upstream-tls.js';
 
 export interface UpstreamEndpoint {
   host: string;
@@ -11,6 +12,8 @@ export interface UpstreamEndpoint {
   /** The upstream URL's own user and password: used when a client logs in as that user. */
   user: string;
   password: string | undefined;
+  /** sslmode / sslrootcert of the upstream URL. */
+  tls?: UpstreamTls | undefined;
 }
 
 export interface PoolManagerOptions {
@@ -62,6 +65,7 @@ export class PoolManager {
         startupParameters: {},
         connectTimeoutMs: this.options.connectTimeoutMs,
         maxMessageBytes: this.options.maxMessageBytes,
+        tls: upstream.tls,
       };
       pool = new Pool(database, user, target, this.options.settings, this.breaker);
       if (this.allPaused) pool.pause();

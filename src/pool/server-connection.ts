@@ -2,7 +2,7 @@
 // (trust, cleartext, md5, SCRAM-SHA-256), then forwarding its byte stream to whichever client
 // currently owns it while peeking only at ReadyForQuery, ParameterStatus, ErrorResponse and the
 // COPY responses. It knows nothing about clients beyond the ServerOwner interface.
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
 import type { ResponseCapture } from '../cache/response-capture.js';
 import { logger } from '../observe/logger.js';
@@ -19,6 +19,7 @@ import { isMd5PasswordHash, md5Response } from '../protocol/md5-auth.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { ScramClientSession } from '../protocol/scram.js';
 import { SqlState } from '../protocol/sqlstate.js';
+import { openUpstreamSocket, type UpstreamTls } from './upstream-tls.js';
 
 export interface UpstreamTarget {
   host: string;
@@ -30,6 +31,8 @@ export interface UpstreamTarget {
   startupParameters: Record<string, string>;
   connectTimeoutMs: number;
   maxMessageBytes: number;
+  /** sslmode / sslrootcert from the upstream URL; absent: plaintext. */
+  tls?: UpstreamTls | undefined;
 }
 
 /** What a ServerConnection forwards to while a client owns it. */
@@ -149,7 +152,7 @@ export class ServerConnection implements FrameHandler {
   }
 
   static async connect(target: UpstreamTarget): Promise<ServerConnection> {
-    const socket = connect({ host: target.host, port: target.port, noDelay: true });
+    const socket = await openUpstreamSocket(target);
     const server = new ServerConnection(socket, target);
     await server.handshake();
     return server;
@@ -666,11 +669,10 @@ export class ServerConnection implements FrameHandler {
           }),
         ),
       );
-      socket.once('connect', () => {
-        socket.write(
-          serialize.startup({ user: target.user, database: target.database, ...target.startupParameters }),
-        );
-      });
+      // Connected (and TLS negotiated) by openUpstreamSocket.
+      socket.write(
+        serialize.startup({ user: target.user, database: target.database, ...target.startupParameters }),
+      );
     });
   }
 }

@@ -29,6 +29,17 @@ export type ScramVerifier = { iterations: number; salt: Buffer; storedKey: Buffe
 
 export type ScramFinalResult = { ok: true; serverFinal: string } | { ok: false };
 
+/**
+ * Channel binding over TLS (RFC 5929 tls-server-end-point): present when the server offered
+ * SCRAM-SHA-256-PLUS; `selected` when the client chose it.
+ */
+export interface ScramChannelBinding {
+  endPoint: Buffer;
+  selected: boolean;
+}
+
+const CHANNEL_BINDING_TYPE = 'tls-server-end-point';
+
 // ---------------------------------------------------------------------------------------------
 // Primitives
 
@@ -233,8 +244,8 @@ type SessionState = 'initial' | 'first-done' | 'done';
 
 /**
  * One SCRAM-SHA-256 exchange with a client, against a stored verifier. PostgreSQL semantics: the
- * user name comes from the StartupMessage, so the one in client-first-message is ignored, and only
- * SCRAM-SHA-256 (no -PLUS) is offered, so channel binding is refused.
+ * user name comes from the StartupMessage, so the one in client-first-message is ignored, and
+ * channel binding (tls-server-end-point) is checked when the session was given one.
  * https://www.postgresql.org/docs/current/sasl-authentication.html#SASL-SCRAM-SHA-256
  */
 export class ScramServerSession {
@@ -246,18 +257,20 @@ export class ScramServerSession {
   #serverFirst = '';
   #nonce = '';
   #clientKey: Buffer | undefined;
+  readonly #binding: ScramChannelBinding | undefined;
 
   /**
    * @param serverNonce our half of the nonce: a string is used verbatim (it must be printable, as
    *   in the RFC test vectors); a Buffer is taken as random bytes and base64-encoded; by default
    *   18 random bytes.
    */
-  constructor(verifier: ScramVerifier, serverNonce?: string | Buffer) {
+  constructor(verifier: ScramVerifier, serverNonce?: string | Buffer, binding?: ScramChannelBinding) {
     if (verifier.storedKey.length !== KEY_LENGTH || verifier.serverKey.length !== KEY_LENGTH) {
       throw new RangeError('SCRAM-SHA-256 keys must be 32 bytes');
     }
     this.#verifier = verifier;
     this.#serverNonce = makeNonce(serverNonce);
+    this.#binding = binding;
   }
 
   /**
@@ -276,17 +289,8 @@ export class ScramServerSession {
   handleClientFirst(message: string): string {
     if (this.#state !== 'initial') throw new ScramError('unexpected SCRAM client-first-message');
     this.#state = 'done'; // until it succeeds; a failed exchange cannot be resumed.
-    // 'y' means "I could bind but think you cannot", which is true: we never offer -PLUS. Once
-    // Sluice offers SCRAM-SHA-256-PLUS over TLS, 'y' must be refused as a downgrade.
-    const gs2Header = message.slice(0, 3);
-    if (gs2Header !== 'n,,' && gs2Header !== 'y,,') {
-      if (message.startsWith('p=')) {
-        throw new ScramError('SCRAM channel binding was requested, but only SCRAM-SHA-256 is offered');
-      }
-      if (/^[ny],a=/.test(message)) throw new ScramError('SCRAM authorization identity is not supported');
-      throw new ScramError('malformed GS2 header in SCRAM client-first-message');
-    }
-    const bare = message.slice(3);
+    const gs2Header = this.#readGs2Header(message);
+    const bare = message.slice(gs2Header.length);
     if (bare.startsWith('m=')) throw new ScramError('client requires an unsupported SCRAM extension');
     const attributes = parseAttributes(bare, 'client-first-message');
     // The user name is only validated as an attribute: PostgreSQL takes it from the StartupMessage.
@@ -304,6 +308,43 @@ export class ScramServerSession {
     return this.#serverFirst;
   }
 
+  /** The GS2 header (flag, empty authzid) as PostgreSQL's read_client_first_message judges it. */
+  #readGs2Header(message: string): string {
+    const binding = this.#binding;
+    if (message.startsWith('p=')) {
+      const comma = message.indexOf(',');
+      if (!binding) {
+        throw new ScramError('SCRAM channel binding was requested, but only SCRAM-SHA-256 is offered');
+      }
+      if (!binding.selected) {
+        throw new ScramError('client selected SCRAM-SHA-256 but sent channel-binding data');
+      }
+      if (comma < 0 || message.slice(2, comma) !== CHANNEL_BINDING_TYPE) {
+        throw new ScramError('unsupported SCRAM channel-binding type');
+      }
+      if (message[comma + 1] !== ',') {
+        if (message[comma + 1] === 'a') throw new ScramError('SCRAM authorization identity is not supported');
+        throw new ScramError('malformed GS2 header in SCRAM client-first-message');
+      }
+      return message.slice(0, comma + 2);
+    }
+    const gs2Header = message.slice(0, 3);
+    if (gs2Header !== 'n,,' && gs2Header !== 'y,,') {
+      if (/^[ny],a=/.test(message)) throw new ScramError('SCRAM authorization identity is not supported');
+      throw new ScramError('malformed GS2 header in SCRAM client-first-message');
+    }
+    if (binding?.selected) {
+      throw new ScramError('client selected SCRAM-SHA-256-PLUS but sent no channel-binding data');
+    }
+    // 'y': "I could bind but think you cannot". Over TLS we offered -PLUS, so that is a downgrade.
+    if (gs2Header === 'y,,' && binding) {
+      throw new ScramError(
+        'channel binding negotiation error: the client thinks the server does not support channel binding, but it does',
+      );
+    }
+    return gs2Header;
+  }
+
   /**
    * Reads client-final-message (the SASLResponse data) and checks it: `{ ok: false }` for a wrong
    * password or nonce, ScramError for anything malformed. On success serverFinal goes in
@@ -315,7 +356,10 @@ export class ScramServerSession {
     this.#state = 'done';
     const attributes = parseAttributes(message, 'client-final-message');
     const binding = requireAttribute(attributes, 0, 'c', 'client-final-message');
-    if (binding !== Buffer.from(this.#gs2Header).toString('base64')) {
+    const cbindInput = this.#binding?.selected
+      ? Buffer.concat([Buffer.from(this.#gs2Header), this.#binding.endPoint])
+      : Buffer.from(this.#gs2Header);
+    if (binding !== cbindInput.toString('base64')) {
       throw new ScramError('unexpected channel-binding attribute in SCRAM client-final-message');
     }
     const nonce = requireAttribute(attributes, 1, 'r', 'client-final-message');

@@ -11,6 +11,7 @@ export const SqlState = {
   InvalidPassword: '28P01',
   InvalidCatalogName: '3D000',
   ActiveSqlTransaction: '25001',
+  IdleInTransactionSessionTimeout: '25P03',
   InsufficientPrivilege: '42501',
   SyntaxError: '42601',
   TooManyConnections: '53300',
@@ -18,6 +19,7 @@ export const SqlState = {
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03',
   ConfigFileError: 'F0000',
+  IdleSessionTimeout: '57P05',
   InternalError: 'XX000',
 } as const;
 

@@ -1,8 +1,10 @@
-// Owns a client's startup phase: SSLRequest/GSSENCRequest refusals, CancelRequest hand-off,
-// protocol version negotiation, and authenticating the client with trust, md5 or SCRAM-SHA-256.
+// Owns a client's startup phase: SSLRequest (TLS upgrade or refusal), GSSENCRequest refusal,
+// CancelRequest hand-off, protocol version negotiation, and authenticating the client with trust,
+// md5 or SCRAM-SHA-256 (-PLUS, with channel binding, over TLS).
 // It is off the hot path, so it favours clarity: promises and a small accumulating buffer.
 import { createHash, randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import {
   AUTHENTICATION_OK,
   AuthCode,
@@ -28,6 +30,7 @@ import {
   type ScramVerifier,
 } from '../protocol/scram.js';
 import { SqlState } from '../protocol/sqlstate.js';
+import { type ClientTls, upgradeClientSocket } from './client-tls.js';
 
 export type AuthMethod = 'trust' | 'md5' | 'scram-sha-256';
 
@@ -47,6 +50,10 @@ export interface LoginOptions {
   /** Stored password (plaintext, md5 hash or SCRAM verifier) of a user, if known. */
   passwordOf(user: string): string | undefined;
   timeoutMs: number;
+  /** Set when Sluice has a certificate: SSLRequest is answered 'S' and the socket upgraded. */
+  tls?: ClientTls | undefined;
+  /** Called once the socket is upgraded: from then on the session must use `secure`. */
+  onSecure?(secure: TLSSocket): void;
 }
 
 const SUPPORTED_MINOR = 0;
@@ -78,6 +85,11 @@ class LoginReader {
   /** Stops reading: the socket stays paused until the session takes it over. */
   detach(): Buffer {
     this.socket.pause();
+    return this.release();
+  }
+
+  /** Stops reading without pausing (the socket is handed to TLS, which reads it itself). */
+  release(): Buffer {
     this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);
@@ -138,8 +150,15 @@ export class ClientGone extends Error {
   }
 }
 
+/** The socket being logged in and its reader; both change when TLS starts. */
+interface LoginConnection {
+  socket: Socket;
+  reader: LoginReader;
+  secure: boolean;
+}
+
 export async function runLogin(socket: Socket, options: LoginOptions): Promise<LoginResult> {
-  const reader = new LoginReader(socket);
+  const conn: LoginConnection = { socket, reader: new LoginReader(socket), secure: false };
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     // 0 disables the timeout, as in PgBouncer.
@@ -155,18 +174,47 @@ export async function runLogin(socket: Socket, options: LoginOptions): Promise<L
     );
   });
   try {
-    return await Promise.race([login(socket, reader, options), timeout]);
+    return await Promise.race([login(conn, options), timeout]);
   } finally {
     clearTimeout(timer);
-    reader.detach();
+    conn.reader.detach();
   }
 }
 
-async function login(socket: Socket, reader: LoginReader, options: LoginOptions): Promise<LoginResult> {
+async function startTls(conn: LoginConnection, tls: ClientTls, options: LoginOptions): Promise<void> {
+  // Bytes after SSLRequest would be read as if they had come over TLS (CVE-2021-23222).
+  if (conn.reader.release().length > 0) {
+    throw new ProxyError(SqlState.ProtocolViolation, 'received unencrypted data after SSL request', {
+      severity: 'FATAL',
+    });
+  }
+  conn.socket.write('S');
+  let secure: TLSSocket;
+  try {
+    secure = await upgradeClientSocket(conn.socket, tls);
+  } catch {
+    // A failed handshake leaves no channel to answer on.
+    conn.socket.destroy();
+    throw new ClientGone();
+  }
+  conn.socket = secure;
+  conn.reader = new LoginReader(secure);
+  conn.secure = true;
+  secure.on('error', () => {});
+  options.onSecure?.(secure);
+}
+
+async function login(conn: LoginConnection, options: LoginOptions): Promise<LoginResult> {
   // PostgreSQL answers one SSLRequest and one GSSENCRequest per connection (libpq may send both).
   const refused = new Set<string>();
   for (;;) {
-    const packet = decodeStartupPacket(await reader.startupPacket());
+    const packet = decodeStartupPacket(await conn.reader.startupPacket());
+    if (packet.kind === 'ssl' && options.tls && !conn.secure) {
+      refused.add('ssl');
+      await startTls(conn, options.tls, options);
+      continue;
+    }
+    const socket = conn.socket;
     switch (packet.kind) {
       case 'ssl':
       case 'gssenc':
@@ -178,7 +226,7 @@ async function login(socket: Socket, reader: LoginReader, options: LoginOptions)
           );
         }
         refused.add(packet.kind);
-        // No TLS or GSSAPI encryption yet: 'N' tells the client to go on in plaintext.
+        // No GSSAPI encryption (nor TLS without a certificate): 'N' tells the client to go on.
         socket.write('N');
         continue;
       case 'cancel':
@@ -207,8 +255,16 @@ async function login(socket: Socket, reader: LoginReader, options: LoginOptions)
           );
         }
         const database = packet.parameters.get('database') || user;
-        await authenticate(socket, reader, user, options);
-        const leftover = Buffer.from(reader.detach());
+        if (options.tls?.required && !conn.secure) {
+          // PostgreSQL's wording for a hostssl-only pg_hba.conf and a plaintext client.
+          throw new ProxyError(
+            SqlState.InvalidAuthorizationSpecification,
+            `no pg_hba.conf entry for host "${socket.remoteAddress ?? ''}", user "${user}", database "${database}", no encryption`,
+            { severity: 'FATAL', detail: 'Sluice accepts only TLS connections (tls_required).' },
+          );
+        }
+        await authenticate(conn, user, options);
+        const leftover = Buffer.from(conn.reader.detach());
         return { kind: 'login', user, database, parameters: packet.parameters, leftover };
       }
     }
@@ -231,12 +287,8 @@ function expectPasswordMessage(frame: Buffer): void {
   }
 }
 
-async function authenticate(
-  socket: Socket,
-  reader: LoginReader,
-  user: string,
-  options: LoginOptions,
-): Promise<void> {
+async function authenticate(conn: LoginConnection, user: string, options: LoginOptions): Promise<void> {
+  const { socket, reader } = conn;
   switch (options.auth) {
     case 'trust':
       socket.write(AUTHENTICATION_OK);
@@ -263,7 +315,7 @@ async function authenticate(
       return;
     }
     case 'scram-sha-256':
-      await authenticateScram(socket, reader, user, options);
+      await authenticateScram(conn, user, options);
       socket.write(AUTHENTICATION_OK);
       return;
   }
@@ -301,14 +353,14 @@ function mockVerifier(user: string): ScramVerifier {
   };
 }
 
-async function authenticateScram(
-  socket: Socket,
-  reader: LoginReader,
-  user: string,
-  options: LoginOptions,
-): Promise<void> {
+async function authenticateScram(conn: LoginConnection, user: string, options: LoginOptions): Promise<void> {
+  const { socket, reader } = conn;
   const { verifier, real } = verifierFor(user, options.passwordOf(user));
-  socket.write(createAuthenticationSASL(['SCRAM-SHA-256']));
+  // Over TLS, PostgreSQL offers the channel-binding variant first.
+  const endPoint = conn.secure ? options.tls?.endPoint : undefined;
+  socket.write(
+    createAuthenticationSASL(endPoint ? ['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-256'] : ['SCRAM-SHA-256']),
+  );
   const first = await reader.message();
   expectPasswordMessage(first);
   const initial = decodeSASLInitialResponse(first, 0, first.length);
@@ -316,14 +368,15 @@ async function authenticateScram(
     throw new ProxyError(SqlState.ProtocolViolation, 'malformed SASLInitialResponse message', {
       severity: 'FATAL',
     });
-  if (initial.mechanism !== 'SCRAM-SHA-256') {
+  const plus = initial.mechanism === 'SCRAM-SHA-256-PLUS';
+  if (initial.mechanism !== 'SCRAM-SHA-256' && !(plus && endPoint)) {
     throw new ProxyError(
       SqlState.ProtocolViolation,
       'client selected an invalid SASL authentication mechanism',
       { severity: 'FATAL' },
     );
   }
-  const session = new ScramServerSession(verifier);
+  const session = new ScramServerSession(verifier, undefined, endPoint && { endPoint, selected: plus });
   try {
     const serverFirst = session.handleClientFirst(initial.data.toString('utf8'));
     socket.write(createAuthentication(AuthCode.SASLContinue, Buffer.from(serverFirst)));

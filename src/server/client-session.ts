@@ -35,6 +35,7 @@ import {
   type QueuedItem,
   type Verification,
 } from './client-statements.js';
+import { rollbackAndRelease } from './client-timeouts.js';
 import { classifyQuery, mayAffectSession, SessionSettings } from './session-state.js';
 import { staleAnswer } from './stale-answer.js';
 
@@ -126,6 +127,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   server: ServerConnection | null = null;
   closed = false;
   readonly connectedAt = Date.now();
+  /** Bumped per client chunk and ReadyForQuery; the idle sweeper watches it stand still. */
+  activity = 0;
 
   private readonly reader: FrameReader;
   private runStart = 0;
@@ -272,9 +275,50 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     );
   }
 
+  /** For the idle timeouts: waiting for the client outside or inside a transaction, or busy. */
+  get waitState(): 'busy' | 'idle' | 'in-transaction' {
+    if (
+      this.awaitingReady > 0 ||
+      this.unsynced ||
+      this.clientInCopyIn ||
+      this.acquiring ||
+      this.cacheParked
+    ) {
+      return 'busy';
+    }
+    return this.transactionStatus === STATUS_IDLE ? 'idle' : 'in-transaction';
+  }
+
+  /** client_idle_timeout: closes an idle client (57P05, as PostgreSQL's idle_session_timeout). */
+  expireIdle(): void {
+    this.fail(
+      new ProxyError(SqlState.IdleSessionTimeout, 'terminating connection due to idle-session timeout', {
+        severity: 'FATAL',
+      }),
+    );
+  }
+
+  /** idle_transaction_timeout: closes the client (25P03); its server is rolled back and reused. */
+  expireIdleTransaction(): void {
+    const server = this.server;
+    if (this.closed || this.waitState !== 'in-transaction') return;
+    if (server) {
+      this.server = null;
+      rollbackAndRelease(this.pool, server, !this.reader.isMidFrame && this.pinnedReason === undefined);
+    }
+    this.fail(
+      new ProxyError(
+        SqlState.IdleInTransactionSessionTimeout,
+        'terminating connection due to idle-in-transaction timeout',
+        { severity: 'FATAL' },
+      ),
+    );
+  }
+
   // ---- client → server ------------------------------------------------------------------------
 
   private readonly onClientData = (chunk: Buffer): void => {
+    this.activity++;
     // A bug in handling one client's bytes costs that client (XX000), never the process.
     // try/catch costs nothing in V8 while nothing throws.
     try {
@@ -615,6 +659,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   }
 
   onReadyForQuery(status: number): boolean {
+    this.activity++;
     if (this.awaitingReady > 0) this.awaitingReady--;
     // Rule actions are applied only with nothing else in flight: this ReadyForQuery ends theirs.
     this.timedPrefixLength = 0;

@@ -19,8 +19,11 @@ import {
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import type { RuleEngine } from '../rules/rule-engine.js';
+import { ClientLimits } from './client-limits.js';
 import { type AuthMethod, ClientGone, runLogin } from './client-login.js';
 import { ClientSession, type PoolMode } from './client-session.js';
+import { IdleSweeper } from './client-timeouts.js';
+import type { ClientTls } from './client-tls.js';
 import { SessionSettings, startupSettings } from './session-state.js';
 
 export interface ProxyServerOptions {
@@ -38,6 +41,12 @@ export interface ProxyServerOptions {
   metrics?: SluiceMetrics | undefined;
   /** Answers logins to database "sluice" (admins) and refuses everyone else there. */
   admin?: AdminConsole | undefined;
+  /** Issue 9 hardening; each absent or 0 means off. */
+  tls?: ClientTls | undefined;
+  maxUserClientConnections?: number | undefined;
+  maxDbClientConnections?: number | undefined;
+  clientIdleTimeoutMs?: number | undefined;
+  idleTransactionTimeoutMs?: number | undefined;
 }
 
 /** The server's spelling of a reported parameter (e.g. DateStyle for datestyle). */
@@ -78,8 +87,18 @@ export class ProxyServer {
   /** Clients past the max_client_conn check; those still logging in do not count against it. */
   private admitted = 0;
   private draining = false;
+  private readonly limits: ClientLimits;
+  private readonly sweeper: IdleSweeper;
 
   constructor(private readonly options: ProxyServerOptions) {
+    this.limits = new ClientLimits({
+      perUser: options.maxUserClientConnections ?? 0,
+      perDatabase: options.maxDbClientConnections ?? 0,
+    });
+    this.sweeper = new IdleSweeper(() => this.sessions.values(), {
+      idleMs: options.clientIdleTimeoutMs ?? 0,
+      idleInTransactionMs: options.idleTransactionTimeoutMs ?? 0,
+    });
     this.server = createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.server.on('error', (err) => logger.error({ err }, 'listener error'));
   }
@@ -110,11 +129,14 @@ export class ProxyServer {
     this.clientCount++;
     this.pending.add(socket);
     socket.on('error', (err) => logger.debug({ err: err.message }, 'client socket error during login'));
+    // Destroying the accepted socket also ends a TLS socket layered on it.
     this.login(socket).finally(() => this.pending.delete(socket));
   }
 
-  private async login(socket: Socket): Promise<void> {
+  private async login(raw: Socket): Promise<void> {
     const { options } = this;
+    // Becomes the TLSSocket once the client asked for TLS; errors and the session use it.
+    let socket = raw;
     let counted = true;
     const uncount = () => {
       if (counted) {
@@ -122,12 +144,16 @@ export class ProxyServer {
         this.clientCount--;
       }
     };
-    socket.once('close', uncount);
+    raw.once('close', uncount);
     try {
       const result = await runLogin(socket, {
         auth: options.auth,
         passwordOf: options.passwordOf,
         timeoutMs: options.loginTimeoutMs,
+        tls: options.tls,
+        onSecure: (secure) => {
+          socket = secure;
+        },
       });
       if (result.kind === 'cancel') {
         this.cancel(result.processId, result.secretKey);
@@ -147,8 +173,12 @@ export class ProxyServer {
           detail: `max_client_conn is ${options.maxClientConnections}`,
         });
       }
+      const releaseLimits = this.limits.admit(result.user, result.database);
       this.admitted++;
-      socket.once('close', () => this.admitted--);
+      socket.once('close', () => {
+        this.admitted--;
+        releaseLimits();
+      });
       const replication = result.parameters.get('replication');
       if (replication !== undefined && !/^(false|off|no|0)$/i.test(replication)) {
         throw new ProxyError(
@@ -255,6 +285,7 @@ export class ProxyServer {
   async shutdown(deadlineMs: number): Promise<void> {
     if (this.draining) return;
     this.draining = true;
+    this.sweeper.stop();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const socket of this.pending) socket.destroy();
     for (const session of [...this.sessions.values()]) session.requestShutdown();
