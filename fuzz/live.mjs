@@ -44,7 +44,7 @@ export async function spawnSluice({ upstream, auth, user, password, extra = {} }
   );
   const child = spawn(process.execPath, [CLI, 'serve', '--config', config], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, SLUICE_LOG_LEVEL: 'error' },
+    env: { ...process.env, SLUICE_LOG_LEVEL: 'error', NODE_OPTIONS: '--trace-warnings' },
   });
   let output = '';
   const keep = (chunk) => {
@@ -610,6 +610,16 @@ export async function fuzzLive({ upstream, database, frames, seed, concurrency =
     }
   }
   const seconds = (Date.now() - started) / 1000;
+  // Node's own warnings (say MaxListenersExceededWarning) hint at leaks: they count as findings.
+  for (const s of sluices) {
+    const at = s.output.indexOf('Warning:');
+    if (at >= 0)
+      findings.push({
+        auth: s.auth,
+        phase: 'process',
+        detail: s.output.slice(Math.max(0, at - 200), at + 3000),
+      });
+  }
   for (const s of sluices) await s.stop();
   return {
     frames: delivered,
