@@ -150,7 +150,7 @@ class RawClient {
   }
 
   /** The next whole backend message, or undefined when the peer closed or `ms` passed. */
-  async message(ms = 10_000) {
+  async message(ms = 3000) {
     const deadline = Date.now() + ms;
     for (;;) {
       if (this.buffer.length >= 5) {

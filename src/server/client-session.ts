@@ -142,8 +142,6 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private acquiring = false;
   private pausedForAcquire = false;
   private terminating = false;
-  /** The server whose 'drain' this session already waits for. */
-  private drainWaitOn: ServerConnection | undefined;
   private shuttingDown = false;
   private statementModeViolation = false;
   private frameBuf: Buffer | undefined;
@@ -476,11 +474,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   private waitForServerDrain(server: ServerConnection): void {
     this.socket.pause();
-    // One listener per backlog: every run of a chunk that meets it would otherwise add its own.
-    if (this.drainWaitOn === server) return;
-    this.drainWaitOn = server;
     server.socket.once('drain', () => {
-      if (this.drainWaitOn === server) this.drainWaitOn = undefined;
       if (!this.closed && !this.acquiring) this.socket.resume();
     });
   }
