@@ -123,6 +123,7 @@ async function main() {
         })),
         canary: live.canary,
         findings: live.findings,
+        warnings: live.warnings,
       },
     };
     const failed =
@@ -141,6 +142,7 @@ async function main() {
           `canary ${live?.canary.queries ?? 0} ok, ${live?.canary.failures ?? 0} failed, ${live?.canary.dirty ?? 0} dirty`,
       );
       for (const e of live?.canary.errors ?? []) say(`canary: ${e}`);
+      for (const w of live?.warnings ?? []) say(`warning (not failing the run): ${JSON.stringify(w)}`);
       for (const f of [...inProcess.findings, ...(live?.findings ?? []), ...(live?.crashes ?? [])]) {
         say(JSON.stringify(f));
       }
