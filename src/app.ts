@@ -294,6 +294,7 @@ export async function startSluice(
   });
   proxyRef = proxy;
   metrics?.attach({ sessions: () => proxy.sessionList(), pools: () => pools.stats(), cache });
+  if (metrics) observeBreakersAndRules(metrics, pools, rules);
   let address: { host: string; port: number };
   try {
     address = await proxy.listen();
@@ -311,6 +312,12 @@ export async function startSluice(
       metrics,
       upstream,
       status: () => statusOf(pools, proxy, metrics, cache, rules, watcher),
+    });
+    server.readinessChecks.push(() => {
+      const open = pools.breakers().find((b) => b.state !== 'closed');
+      return (
+        open && `circuit breaker for ${open.upstream} is ${open.state} (${open.lastError ?? 'no error'})`
+      );
     });
     try {
       http = { ...(await server.listen()), server };
@@ -439,4 +446,37 @@ function createResultCache(config: SluiceConfig, upstream: UpstreamEndpoint): Re
     redisUrl: config.redis,
     catalogs,
   });
+}
+
+const BREAKER_STATE_VALUE = { closed: 0, 'half-open': 1, open: 2 } as const;
+
+/** The gauges and counters other stages keep as plain data: breakers, rule matches, anti-patterns. */
+function observeBreakersAndRules(
+  metrics: SluiceMetrics,
+  pools: PoolManager,
+  rules: RuleEngine | undefined,
+): void {
+  metrics.gauge(
+    'sluice_breaker_state',
+    'Upstream circuit breaker: 0 closed, 1 half-open, 2 open',
+    ['upstream'],
+    () => pools.breakers().map((b) => [{ upstream: b.upstream }, BREAKER_STATE_VALUE[b.state]] as const),
+  );
+  if (rules === undefined) return;
+  metrics.counter('sluice_rule_matches_total', 'Statements each rule matched', ['rule'], () =>
+    [...rules.matchCounts()].map(([rule, n]) => [{ rule }, n] as const),
+  );
+  const antiPatterns = rules.antiPatterns;
+  if (antiPatterns === null) return;
+  metrics.counter(
+    'sluice_antipatterns_total',
+    'Statements showing an anti-pattern (tracked digests)',
+    ['pattern'],
+    () => {
+      const byPattern = new Map<string, number>();
+      for (const e of antiPatterns.report())
+        byPattern.set(e.pattern, (byPattern.get(e.pattern) ?? 0) + e.count);
+      return [...byPattern].map(([pattern, n]) => [{ pattern }, n] as const);
+    },
+  );
 }

@@ -482,6 +482,31 @@ const VIEWS: Record<string, (s: AdminServices) => ResultSet> = {
     };
   },
 
+  BREAKERS(s) {
+    return {
+      columns: ['upstream', 'state', 'failures', 'opened_at', 'last_error'],
+      rows: s.pools
+        .breakers()
+        .map((b) => [
+          b.upstream,
+          b.state,
+          b.failures,
+          b.openedAt === null ? null : new Date(b.openedAt).toISOString(),
+          b.lastError,
+        ]),
+    };
+  },
+
+  ANTIPATTERNS(s) {
+    const report = s.rules()?.engine.antiPatterns?.report() ?? [];
+    return {
+      columns: ['pattern', 'digest', 'count', 'last_seen', 'example'],
+      rows: report
+        .sort((a, b) => b.count - a.count)
+        .map((e) => [e.pattern, e.digest, e.count, new Date(e.lastSeen).toISOString(), e.example]),
+    };
+  },
+
   CONFIG(s) {
     const config = s.config() as unknown as Record<string, unknown>;
     const changeable = new Set(['log_level', 'slow_query_ms', 'admin_users', 'rules']);

@@ -185,6 +185,8 @@ describe('with the relay stopped and restarted', () => {
       breaker_reset_timeout: 1,
       cache: true,
       rules: rulesDir,
+      http: '127.0.0.1:0',
+      admin_users: [user],
     });
   });
   afterAll(async () => {
@@ -255,6 +257,50 @@ describe('with the relay stopped and restarted', () => {
     // The client that saw 57P03 goes on on the same connection.
     expect((await kept.query(LIVE_SQL)).rows).toEqual([{ id: 1 }]);
     await kept.end();
+  });
+
+  it('shows the breaker on /metrics, /readyz and SHOW BREAKERS, and the rule matches', async () => {
+    const http = proxy.sluice.http!;
+    const get = (path: string) => fetch(`http://${http.host}:${http.port}${path}`);
+    const breakerValue = async () => {
+      const text = await (await get('/metrics')).text();
+      return Number(/^sluice_breaker_state\{upstream="[^"]+"\} (\d)$/m.exec(text)?.[1]);
+    };
+    const showBreakers = async () => {
+      const admin = new pg.Client({ connectionString: proxy.url('sluice') });
+      await admin.connect();
+      try {
+        return (await admin.query('SHOW BREAKERS')).rows as Array<{ state: string; failures: string }>;
+      } finally {
+        await admin.end();
+      }
+    };
+    expect(await breakerValue()).toBe(0);
+    expect((await get('/readyz')).status).toBe(200);
+    expect((await showBreakers())[0]?.state).toBe('closed');
+    const quotes = new pg.Client({ connectionString: proxy.url(db) });
+    await quotes.connect();
+    await quotes.query('select price from quotes where symbol = $1', ['AAPL']);
+    await quotes.end();
+    const metrics = await (await get('/metrics')).text();
+    expect(
+      Number(/^sluice_rule_matches_total\{rule="cache-quotes"\} (\d+)$/m.exec(metrics)?.[1]),
+    ).toBeGreaterThan(0);
+
+    await relay.stop();
+    await tripBreaker(proxy);
+    // 2 open, 1 half-open (breaker_reset_timeout is 1 s): either way not closed.
+    expect(await breakerValue()).toBeGreaterThan(0);
+    const ready = await get('/readyz');
+    expect(ready.status).toBe(503);
+    expect(await ready.text()).toMatch(/circuit breaker|upstream/);
+    const [row] = await showBreakers();
+    expect(row?.state).not.toBe('closed');
+
+    await relay.start();
+    await waitForService(proxy, LIVE_SQL, 30_000);
+    expect(await breakerValue()).toBe(0);
+    expect((await showBreakers())[0]?.state).toBe('closed');
   });
 
   it('closes without client traffic: the half-open probe finds the upstream back', async () => {
