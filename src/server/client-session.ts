@@ -149,6 +149,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** DDL went through this client: the schema epoch moves again once it has committed. */
   private ddlPending = false;
   private acquiring = false;
+  /** The server socket whose 'drain' this session waits for, if any. */
+  private drainAwaited: Socket | undefined;
   private pausedForAcquire = false;
   private terminating = false;
   private shuttingDown = false;
@@ -565,7 +567,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   private waitForServerDrain(server: ServerConnection): void {
     this.socket.pause();
-    server.socket.once('drain', () => {
+    // Several runs of one chunk can each find the server backed up: one listener per backlog
+    // (the fuzzer saw a pipelined stream pile up more than ten of them).
+    const socket = server.socket;
+    if (this.drainAwaited === socket) return;
+    this.drainAwaited = socket;
+    socket.once('drain', () => {
+      if (this.drainAwaited === socket) this.drainAwaited = undefined;
       if (!this.closed && !this.acquiring) this.socket.resume();
     });
   }
