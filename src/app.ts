@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { AdminConsole } from './admin/admin-console.js';
+import { adviseFromDigests } from './admin/observed-advice.js';
 import { ResultCache } from './cache/result-cache.js';
 import type { SluiceConfig } from './config/schema.js';
 import { loadUsers } from './config/users.js';
@@ -264,6 +265,7 @@ export async function startSluice(
     rules: () => (rules ? { engine: rules, watcher } : undefined),
     config: () => current,
     reload,
+    advise: (database) => adviseFromDigests(metrics?.digests, pools.stats(), upstream, database),
     shutdown: () => {
       stopSluice().then(
         () => startOptions.onShutdown?.(),

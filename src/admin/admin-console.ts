@@ -15,6 +15,7 @@ import {
 } from '../protocol/backend-messages.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
+import type { IndexAdvice } from '../rules/index-advisor.js';
 import type { RuleEngine } from '../rules/rule-engine.js';
 import type { RulesWatcher } from '../rules/watcher.js';
 import type { ClientSession, PoolMode } from '../server/client-session.js';
@@ -36,6 +37,8 @@ export interface AdminServices {
   reload(): string;
   /** Graceful shutdown of the whole proxy. */
   shutdown(): void;
+  /** Index advice per database from the observed digests (all databases, or one). */
+  advise(database: string | undefined): Promise<Map<string, IndexAdvice[]>>;
 }
 
 const MAX_ADMIN_MESSAGE = 1024 * 1024;
@@ -82,6 +85,19 @@ export class AdminConsole {
     let pending: Buffer = leftover ?? Buffer.alloc(0);
     /** After an extended-protocol message: skip to Sync, as PostgreSQL does after an error. */
     let skipping = false;
+    // Some answers read the upstream (SHOW ADVICE): replies go out in the order asked.
+    let replies: Promise<void> = Promise.resolve();
+    const reply = (make: () => Buffer | Promise<Buffer>) => {
+      replies = replies
+        .then(make)
+        .then((b) => {
+          if (!socket.destroyed) socket.write(b);
+        })
+        .catch((err: unknown) => {
+          logger.error({ err }, 'internal error in the admin console');
+          socket.destroy();
+        });
+    };
     const onData = (chunk: Buffer) => {
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       while (pending.length >= 5) {
@@ -101,22 +117,27 @@ export class AdminConsole {
         const body = pending.subarray(5, 1 + length);
         pending = pending.subarray(1 + length);
         switch (type) {
-          case 0x51: // 'Q'
-            socket.write(this.answer(body.toString('utf8', 0, Math.max(0, body.length - 1))));
+          case 0x51: {
+            // 'Q'
+            const text = body.toString('utf8', 0, Math.max(0, body.length - 1));
+            reply(() => this.answer(text));
             break;
+          }
           case 0x58: // 'X'
-            socket.end();
+            replies = replies.then(() => {
+              socket.end();
+            });
             return;
           case 0x53: // 'S' Sync
             skipping = false;
-            socket.write(READY_FOR_QUERY.I);
+            reply(() => READY_FOR_QUERY.I);
             break;
           case 0x48: // 'H' Flush
             break;
           default:
             if (!skipping) {
               skipping = true;
-              socket.write(
+              reply(() =>
                 createErrorResponse({
                   severity: 'ERROR',
                   code: SqlState.FeatureNotSupported,
@@ -151,6 +172,29 @@ export class AdminConsole {
     }
   }
 
+  /**
+   * Index advice from the digests Sluice has seen (calls, time spent) and the upstream catalog of
+   * their databases (or of `database` only). Advice only: nothing is created.
+   */
+  private async advice(database: string | undefined): Promise<ResultSet> {
+    const columns = ['database', 'table', 'columns', 'benefit_rows', 'selectivity', 'statement', 'example'];
+    const rows: Cell[][] = [];
+    for (const [db, advice] of await this.services.advise(database)) {
+      for (const a of advice) {
+        rows.push([
+          db,
+          `${a.schema}.${a.table}`,
+          a.columns.join(','),
+          Math.round(a.benefit),
+          Number(a.selectivity.toPrecision(2)),
+          a.statement,
+          a.examples[0] ?? null,
+        ]);
+      }
+    }
+    return { columns, rows };
+  }
+
   /** Closes every console connection (shutdown). */
   closeAll(): void {
     for (const socket of this.sockets) socket.destroy();
@@ -158,7 +202,7 @@ export class AdminConsole {
   }
 
   /** The replies to one Query message: each ;-separated command in turn, then ReadyForQuery. */
-  answer(text: string): Buffer {
+  async answer(text: string): Promise<Buffer> {
     const commands = text
       .split(';')
       .map((c) => c.trim())
@@ -167,7 +211,7 @@ export class AdminConsole {
     if (commands.length === 0) replies.push(Buffer.from([0x49, 0, 0, 0, 4])); // EmptyQueryResponse
     for (const command of commands) {
       try {
-        replies.push(encodeResultSet(this.run(command)));
+        replies.push(encodeResultSet(await this.run(command)));
       } catch (err) {
         const e =
           err instanceof ProxyError
@@ -182,10 +226,11 @@ export class AdminConsole {
     return Buffer.concat(replies);
   }
 
-  run(command: string): ResultSet {
+  run(command: string): ResultSet | Promise<ResultSet> {
     const words = command.split(/\s+/);
     const verb = words[0]!.toUpperCase();
     const arg = words[1];
+    if (verb === 'SHOW' && arg?.toUpperCase() === 'ADVICE' && words.length <= 3) return this.advice(words[2]);
     if (verb === 'SHOW' && arg !== undefined && words.length === 2) {
       const view = VIEWS[arg.toUpperCase()];
       if (view) return view(this.services);
@@ -217,7 +262,7 @@ export class AdminConsole {
         break;
     }
     throw new ProxyError(SqlState.SyntaxError, `unknown admin command: ${command}`, {
-      hint: `try SHOW ${Object.keys(VIEWS).join('|')}, RELOAD, PAUSE [db], RESUME [db], SHUTDOWN`,
+      hint: `try SHOW ${Object.keys(VIEWS).join('|')}|ADVICE [db], RELOAD, PAUSE [db], RESUME [db], SHUTDOWN`,
     });
   }
 }

@@ -5,7 +5,9 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { loadQueryParser } from '../query/analysis.js';
 import {
+  type AdviseOptions,
   adviseIndexes,
+  type IndexAdvice,
   loadTableInfo,
   splitStatements,
   type TableInfo,
@@ -42,6 +44,26 @@ async function statStatements(client: pg.Client): Promise<WorkloadStatement[] | 
   }));
 }
 
+/** Advice for `workload` from the catalog of the database `client` is connected to. */
+export async function adviseFromCatalog(
+  client: pg.Client,
+  workload: readonly WorkloadStatement[],
+  options: AdviseOptions = {},
+): Promise<IndexAdvice[]> {
+  const tables = new Map<string, Promise<TableInfo | undefined>>();
+  const query = async (sql: string, params: unknown[]) => (await client.query(sql, params)).rows;
+  const tableInfo = (schema: string | undefined, table: string) => {
+    const key = `${schema ?? ''}.${table}`;
+    let info = tables.get(key);
+    if (info === undefined) {
+      info = loadTableInfo(query, schema, table);
+      tables.set(key, info);
+    }
+    return info;
+  };
+  return adviseIndexes(workload, tableInfo, options);
+}
+
 export async function advise(flags: AdviseFlags): Promise<CommandOutput> {
   await loadQueryParser();
   const url = new URL(flags.upstream);
@@ -68,18 +90,7 @@ export async function advise(flags: AdviseFlags): Promise<CommandOutput> {
       }
       source = `${workload.length} statements from pg_stat_statements`;
     }
-    const tables = new Map<string, Promise<TableInfo | undefined>>();
-    const query = async (sql: string, params: unknown[]) => (await client.query(sql, params)).rows;
-    const tableInfo = (schema: string | undefined, table: string) => {
-      const key = `${schema ?? ''}.${table}`;
-      let info = tables.get(key);
-      if (info === undefined) {
-        info = loadTableInfo(query, schema, table);
-        tables.set(key, info);
-      }
-      return info;
-    };
-    const advice = await adviseIndexes(workload, tableInfo, { minRows: flags.minRows });
+    const advice = await adviseFromCatalog(client, workload, { minRows: flags.minRows });
     const shown = advice.slice(0, flags.limit ?? 20);
     const lines = [`-- sluice advise: ${source}, database ${client.database}`];
     if (shown.length === 0) lines.push('-- no index to advise');

@@ -4,12 +4,13 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadQueryParser } from '../../src/query/analysis.js';
 import { advise } from '../../src/rules/advise-command.js';
 import { columnUses } from '../../src/rules/index-advisor.js';
 import { createTestDatabase, directClient, dropTestDatabase, pgInfo } from './harness/database.js';
-import { execFileAsync } from './harness/proxy.js';
+import { execFileAsync, startProxy } from './harness/proxy.js';
 
 let db: string;
 let dir: string;
@@ -58,6 +59,42 @@ beforeAll(async () => {
 afterAll(async () => {
   await dropTestDatabase(db);
   rmSync(dir, { recursive: true, force: true });
+});
+
+describe('SHOW ADVICE in the admin console', () => {
+  it('proposes indexes from the digests Sluice has seen, and creates none', async () => {
+    const { user } = pgInfo();
+    const proxy = await startProxy({ pool_size: 2, admin_users: [user] });
+    try {
+      const before = await indexCount();
+      const bot = new pg.Client({ connectionString: proxy.url(db) });
+      await bot.connect();
+      for (let i = 0; i < 5; i++) {
+        await bot.query(`select * from trades where account_id = ${i} and ts >= '2024-01-02' order by ts`);
+        await bot.query(`select price from orders where account_id = ${i}`);
+      }
+      await bot.end();
+      const admin = new pg.Client({ connectionString: proxy.url('sluice') });
+      await admin.connect();
+      const { rows } = await admin.query('SHOW ADVICE');
+      const forDb = await admin.query(`SHOW ADVICE ${db}`);
+      const elsewhere = await admin.query('SHOW ADVICE no_such_database');
+      await admin.end();
+      const trades = rows.filter((r) => r.database === db && r.table === 'public.trades');
+      expect(trades.map((r) => r.columns)).toEqual(['account_id,ts']);
+      expect(trades[0].statement).toMatch(
+        /^CREATE INDEX CONCURRENTLY IF NOT EXISTS .* \("account_id", "ts"\);$/,
+      );
+      expect(trades[0].example).toMatch(/account_id = \$1/);
+      // orders(account_id) already has its index.
+      expect(rows.some((r) => r.table === 'public.orders')).toBe(false);
+      expect(forDb.rows.length).toBe(rows.filter((r) => r.database === db).length);
+      expect(elsewhere.rows).toEqual([]);
+      expect(await indexCount()).toBe(before);
+    } finally {
+      await proxy.stop();
+    }
+  });
 });
 
 describe('sluice advise', () => {
