@@ -165,25 +165,29 @@ export class ResultCache {
     const catalog = this.catalogs.get(ctx.database);
     // A write with inlined values is usually a new text each time (a price update): judge it by
     // its literal shape, parsed once, with the literals standing in for the parameters.
+    // A read with inlined values is judged the same way: what it reads, calls and locks does not
+    // depend on the values, and a new text per query would otherwise cost a parse each (pgbench
+    // -S -M simple: the parse was most of what the cache added to a miss). The key keeps the text.
+    let analysis: QueryAnalysis | undefined;
+    let params: BoundParameters | undefined;
     const shaped = shapeWithLiterals(sql);
     if (shaped !== undefined) {
       const shape = this.analyzer.analyze(shaped.shape);
-      if (shape.parsed && WRITE_KINDS.has(shape.kind)) {
-        const writes = this.writesOf(shape, catalog, ctx, { literals: shaped.literals }) ?? 'all';
-        this.bump(ctx.database, writes);
-        if (writes === 'schema') this.catalogs.invalidate(ctx.database);
-        return { read: undefined, writes };
+      if (shape.parsed && (WRITE_KINDS.has(shape.kind) || shape.kind === 'select')) {
+        analysis = shape;
+        params = { literals: shaped.literals };
       }
     }
-    const analysis = this.analyzer.analyze(sql);
-    const writes = this.writesOf(analysis, catalog, ctx);
+    analysis ??= this.analyzer.analyze(sql);
+    let writes = this.writesOf(analysis, catalog, ctx, params);
+    if (writes === undefined && WRITE_KINDS.has(analysis.kind)) writes = 'all';
     if (writes !== undefined) {
       this.bump(ctx.database, writes);
       if (writes === 'schema') this.catalogs.invalidate(ctx.database);
       return { read: undefined, writes };
     }
     if (!mayRead || analysis.kind !== 'select' || !this.mayServe) return NO_EFFECT;
-    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, '', undefined, rule) : undefined;
+    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, '', params, rule) : undefined;
     if (!read) {
       this.stats.uncacheable++;
       return NO_EFFECT;

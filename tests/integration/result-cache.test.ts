@@ -249,6 +249,31 @@ describe('result cache', () => {
     await writer.end();
   });
 
+  it('parses reads that differ only in inlined values once, and keys each by its own values', async () => {
+    const c = await connect();
+    const direct = await directClient(db);
+    await direct.query(
+      "insert into prices select 'V' || g, g from generate_series(1, 40) g on conflict (symbol) do nothing",
+    );
+    const readSimple = async (symbol: string) =>
+      (await c.query(`select price from prices where symbol = '${symbol}'`)).rows.map((r) => Number(r.price));
+    await readSimple('V1');
+    const misses = cache.analyzer.stats.misses;
+    for (let g = 2; g <= 40; g++) expect(await readSimple(`V${g}`)).toEqual([g]);
+    // 39 new texts, one literal shape: no new parse.
+    expect(cache.analyzer.stats.misses).toBe(misses);
+    const hits = cache.stats.hits;
+    for (let g = 1; g <= 40; g++) expect(await readSimple(`V${g}`)).toEqual([g]);
+    expect(cache.stats.hits).toBe(hits + 40);
+    // A write of one value (simple protocol, inlined) orphans that value's entry only.
+    await c.query("update prices set price = 700 where symbol = 'V7'");
+    expect(await readSimple('V7')).toEqual([700]);
+    expect(await readSimple('V8')).toEqual([8]);
+    expect(cache.stats.hits).toBe(hits + 41);
+    await direct.end();
+    await c.end();
+  });
+
   it('invalidates reads of a view when its base table is written, and on volatile user functions', async () => {
     const c = await connect();
     const read = async () => Number((await c.query('select price from btc_view')).rows[0].price);
