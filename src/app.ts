@@ -6,6 +6,7 @@ import pg from 'pg';
 import { AdminConsole } from './admin/admin-console.js';
 import { adviseFromDigests } from './admin/observed-advice.js';
 import { ResultCache } from './cache/result-cache.js';
+import { ORIGIN_PARAMETER } from './cache/write-notify.js';
 import type { SluiceConfig } from './config/schema.js';
 import { loadUsers } from './config/users.js';
 import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded-postgres.js';
@@ -149,6 +150,9 @@ export async function startSluice(
     },
     connectTimeoutMs: config.server_connect_timeout * 1000,
     maxMessageBytes: config.max_message_bytes,
+    // Marks writes through Sluice, which invalidates them itself, so migration 0008's trigger
+    // announces only the writes that bypass it.
+    startupParameters: config.cache ? { [ORIGIN_PARAMETER]: 'proxy' } : {},
     breaker: {
       failureThreshold: config.breaker_failure_threshold,
       resetTimeoutMs: config.breaker_reset_timeout * 1000,
@@ -425,20 +429,23 @@ function statusOf(
  * tables it needs are readable by every role).
  */
 function createResultCache(config: SluiceConfig, upstream: UpstreamEndpoint): ResultCache {
-  const catalogs = new CatalogRegistry(async (database): Promise<CatalogConnection> => {
+  const connect = async (database: string, applicationName: string): Promise<pg.Client> => {
     const client = new pg.Client({
       host: upstream.host,
       port: upstream.port,
       user: upstream.user,
       password: upstream.password,
       database,
-      application_name: 'sluice catalog',
+      application_name: applicationName,
       ssl: pgSsl(upstream.tls, upstream.host),
     });
     client.on('error', () => {});
     await client.connect();
     return client;
-  });
+  };
+  const catalogs = new CatalogRegistry(
+    (database): Promise<CatalogConnection> => connect(database, 'sluice catalog'),
+  );
   return new ResultCache({
     maxBytes: config.cache_max_bytes,
     maxEntryBytes: config.cache_max_entry_bytes,
@@ -447,6 +454,9 @@ function createResultCache(config: SluiceConfig, upstream: UpstreamEndpoint): Re
     staleMaxAgeMs: config.cache_stale_max_age * 1000,
     redisUrl: config.redis,
     catalogs,
+    notifyConnect: config.cache_notify_writes
+      ? (database) => connect(database, 'sluice write-notify')
+      : undefined,
   });
 }
 

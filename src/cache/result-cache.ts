@@ -18,6 +18,7 @@ import {
 import { RedisTier } from './redis-tier.js';
 import { ResponseCapture } from './response-capture.js';
 import { TableVersions } from './table-versions.js';
+import { type NotifyConnection, WriteNotifyListener } from './write-notify.js';
 
 export interface ResultCacheOptions {
   maxBytes: number;
@@ -30,6 +31,11 @@ export interface ResultCacheOptions {
   staleMaxAgeMs: number;
   redisUrl: string | undefined;
   catalogs: CatalogRegistry;
+  /**
+   * Opens a connection to `database` on which to LISTEN for writes that bypass Sluice
+   * (cache_notify_writes); absent: such writes are bounded by the TTL alone.
+   */
+  notifyConnect?: ((database: string) => Promise<NotifyConnection>) | undefined;
 }
 
 /** What a session tells the cache about itself; `settingsKey` holds the settings that shape output. */
@@ -121,9 +127,21 @@ export class ResultCache {
   };
   private readonly flights = new Map<string, Waiter[]>();
   private readonly catalogs: CatalogRegistry;
+  readonly writeNotify: WriteNotifyListener | undefined;
 
   constructor(private readonly options: ResultCacheOptions) {
     this.catalogs = options.catalogs;
+    const notifyConnect = options.notifyConnect;
+    if (notifyConnect !== undefined) {
+      const notify = new WriteNotifyListener({
+        connect: notifyConnect,
+        onWrite: (database, table) => this.bumpBypassingWrite(database, table),
+        onGap: (database) => this.bump(database, 'all'),
+      });
+      this.writeNotify = notify;
+      // The first time the cache looks at a database is when its catalog is first asked for.
+      this.catalogs.onFirstUse = (database) => notify.watch(database);
+    }
     this.memory = new MemoryTier({ maxBytes: options.maxBytes, maxEntryBytes: options.maxEntryBytes });
     this.redis = options.redisUrl ? new RedisTier({ url: options.redisUrl }) : undefined;
     this.versions = new TableVersions({
@@ -142,7 +160,7 @@ export class ResultCache {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.versions.close(), this.redis?.close()]);
+    await Promise.all([this.versions.close(), this.redis?.close(), this.writeNotify?.close()]);
     this.catalogs.close();
   }
 
@@ -390,6 +408,21 @@ export class ResultCache {
     // DDL is committed now: read the catalog afresh (a load during the transaction saw the old one).
     if (writes === 'schema') this.catalogs.invalidate(database);
     return this.options.redisUrl ? published : undefined;
+  }
+
+  /**
+   * A write that bypassed Sluice, from migration 0008's trigger: its table and what reads it
+   * through views, partitions and cascades, the whole table (the notification names no rows).
+   */
+  private bumpBypassingWrite(database: string, table: string): void {
+    const catalog = this.catalogs.get(database);
+    if (catalog === undefined || catalog.relation(table) === undefined) {
+      void this.bump(database, 'all');
+      return;
+    }
+    const writes: string[] = [];
+    for (const key of catalog.writeKeys(table)) writes.push(...wholeTableWriteKeys(key));
+    void this.bump(database, writes);
   }
 
   bump(database: string, writes: Writes): Promise<void> {

@@ -142,6 +142,12 @@ export const configSchema = z
     client_idle_timeout: seconds.optional(),
     /** Seconds a client may sit idle inside a transaction before it is closed and rolled back. */
     idle_transaction_timeout: seconds.optional(),
+    /**
+     * With the cache on, LISTEN (one connection per database) for the notifications of migration
+     * 0008's trigger, so writes that bypass Sluice orphan cached reads within milliseconds of their
+     * commit instead of at cache_ttl.
+     */
+    cache_notify_writes: z.boolean().default(true),
   })
   .strict()
   .refine((c) => (c.tls_cert === undefined) === (c.tls_key === undefined), {
@@ -191,4 +197,10 @@ export const numericKeys = new Set([
 ]);
 
 /** Top-level keys whose values come from the environment as booleans (true/false/1/0). */
-export const booleanKeys = new Set(['cache', 'migrate_on_start', 'metrics', 'tls_required']);
+export const booleanKeys = new Set([
+  'cache',
+  'migrate_on_start',
+  'metrics',
+  'tls_required',
+  'cache_notify_writes',
+]);

@@ -21,6 +21,8 @@ export interface PoolManagerOptions {
   settings: PoolSettings;
   connectTimeoutMs: number;
   maxMessageBytes: number;
+  /** Sent in the startup packet of every server connection (PostgreSQL sets them as GUCs). */
+  startupParameters?: Record<string, string>;
   breaker: BreakerSettings;
   /** What Sluice knows of this user's password for the upstream: plaintext or an md5 hash. */
   upstreamPasswordFor(user: string): string | undefined;
@@ -62,7 +64,7 @@ export class PoolManager {
         database,
         user,
         password: this.upstreamPassword(user),
-        startupParameters: {},
+        startupParameters: this.options.startupParameters ?? {},
         connectTimeoutMs: this.options.connectTimeoutMs,
         maxMessageBytes: this.options.maxMessageBytes,
         tls: upstream.tls,

@@ -22,6 +22,8 @@ export class CatalogRegistry {
   private readonly slots = new Map<string, Slot>();
   private closed = false;
   readonly stats = { loads: 0, failures: 0 };
+  /** Called once per database, the first time it is asked about. */
+  onFirstUse: ((database: string) => void) | undefined;
 
   constructor(private readonly connect: (database: string) => Promise<CatalogConnection>) {}
 
@@ -60,6 +62,7 @@ export class CatalogRegistry {
     if (!slot) {
       slot = { catalog: undefined, loading: false, generation: 0, lastLoadStart: 0 };
       this.slots.set(database, slot);
+      this.onFirstUse?.(database);
     }
     return slot;
   }

@@ -96,7 +96,10 @@ SELECT NULL::text AS view, NULL::text AS depends, NULL::text AS tree, json_build
         SELECT d.objid FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'),
       r.oid IN (
         SELECT t.tgrelid FROM pg_trigger t
-        WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND t.tgfoid NOT IN (
+        WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
+          AND NOT (t.tgname = 'sluice_write_notify' AND t.tgfoid IN (
+            SELECT p.oid FROM pg_proc p WHERE p.proname = 'sluice_notify_write'))
+          AND t.tgfoid NOT IN (
           SELECT d.objid FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
           WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_extension'::regclass
             AND d.deptype = 'e' AND e.extname = 'timescaledb'))
@@ -549,8 +552,8 @@ export class DatabaseCatalog {
 
   /**
    * True when writing `key` may change relations writeKeys cannot name: a relation the write
-   * reaches has user triggers (TimescaleDB's own are ignored: they block or log, they do not write
-   * user data) or INSERT/UPDATE/DELETE rewrite rules, such as a view's INSTEAD OF trigger or an
+   * reaches has user triggers (TimescaleDB's own and migration 0008's write-notify trigger are
+   * ignored: they block, log or notify, they do not write user data) or INSERT/UPDATE/DELETE rewrite rules, such as a view's INSTEAD OF trigger or an
    * audit trigger. Invalidate the whole database on such writes. Unknown keys answer true.
    */
   hasOpaqueWrites(key: string): boolean {

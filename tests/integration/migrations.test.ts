@@ -92,7 +92,7 @@ describe('sluice migrate', () => {
       const migrator = new Migrator(client, { dir: MIGRATIONS, log: (l) => logs.push(l) });
       const result = await migrator.up();
       expect(result.from).toBe(0);
-      expect(result.to).toBe(7);
+      expect(result.to).toBe(8);
       expect(result.timeSeries?.storage).toBe('partitions');
       expect(await tables(client)).toEqual([...TRADING_TABLES, 'sluice_migrations'].sort());
       expect(logs.join('\n')).toMatch(
@@ -116,7 +116,7 @@ describe('sluice migrate', () => {
         checksum: string;
         notices: string[];
       }>('SELECT version, storage, checksum, notices FROM sluice_migrations ORDER BY version');
-      expect(ledger.rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(ledger.rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
       expect(ledger.rows.map((r) => r.storage)).toEqual([
         null,
         'partitions',
@@ -125,9 +125,20 @@ describe('sluice migrate', () => {
         'partitions',
         null,
         null,
+        null,
       ]);
       expect(ledger.rows.every((r) => /^[0-9a-f]{64}$/.test(r.checksum))).toBe(true);
       expect(ledger.rows[1]?.notices.join()).toMatch(/native monthly range partitions/);
+
+      // 0008: the result cache's write-notify trigger on the tables the bots read, partitioned
+      // parents included, one per table.
+      const watched = await client.query<{ t: string }>(
+        `SELECT tgrelid::regclass::text AS t FROM pg_trigger WHERE tgname = 'sluice_write_notify' ORDER BY 1`,
+      );
+      expect(watched.rows.map((r) => r.t)).toEqual(
+        ['account_balances', 'bars_1m', 'news_articles', 'orders', 'positions', 'prices', 'risk_alerts',
+         'signals', 'symbols', 'ticks', 'trades'],
+      );
 
       // The seeds' partial and composite indexes, and a constraint doing its job.
       const idx = await client.query<{ indexname: string; indexdef: string }>(
@@ -144,8 +155,8 @@ describe('sluice migrate', () => {
       ).rejects.toMatchObject({ code: '23514' });
 
       const status = await migrator.status();
-      expect(status.current).toBe(7);
-      expect(status.entries.map((e) => e.state)).toEqual(Array(7).fill('applied'));
+      expect(status.current).toBe(8);
+      expect(status.entries.map((e) => e.state)).toEqual(Array(8).fill('applied'));
       expect(status.timeSeries.storage).toBe('partitions');
       expect(status.tables.map((t) => `${t.table}:${t.storage}`)).toEqual([
         'bars_1m:partitioned',
@@ -155,11 +166,11 @@ describe('sluice migrate', () => {
 
       const down = await migrator.down(0);
       expect(down.to).toBe(0);
-      expect(down.steps.map((s) => s.version)).toEqual([7, 6, 5, 4, 3, 2, 1]);
+      expect(down.steps.map((s) => s.version)).toEqual([8, 7, 6, 5, 4, 3, 2, 1]);
       expect(await leftovers(client)).toEqual([]);
       expect((await client.query('SELECT * FROM sluice_migrations')).rowCount).toBe(0);
       // Clean enough to build again.
-      expect((await migrator.up()).to).toBe(7);
+      expect((await migrator.up()).to).toBe(8);
     });
   });
 
@@ -183,7 +194,7 @@ describe('sluice migrate', () => {
       expect(await tables(client)).toEqual(['bots', 'sluice_migrations']);
       const status = await migrator.status();
       expect(status.current).toBe(1);
-      expect(status.entries.map((e) => e.state)).toEqual(['applied', ...Array(6).fill('pending')]);
+      expect(status.entries.map((e) => e.state)).toEqual(['applied', ...Array(7).fill('pending')]);
       expect((await migrator.down()).to).toBe(0);
       expect((await migrator.down()).steps).toEqual([]);
     });
@@ -216,7 +227,7 @@ describe('sluice migrate', () => {
 
         const logs: string[] = [];
         const forced = new Migrator(client, { dir, force: true, log: (l) => logs.push(l) });
-        expect((await forced.up()).to).toBe(7);
+        expect((await forced.up()).to).toBe(8);
         expect(logs.join('\n')).toMatch(/0003_signals_news\.up\.sql changed after it was applied; --force/);
         // The new checksum is recorded: an unforced run is fine again.
         expect((await migrator.up()).steps).toEqual([]);
@@ -273,9 +284,9 @@ describe('sluice migrate', () => {
         ).toHaveLength(2);
         await holder.query('SELECT pg_advisory_unlock($1::bigint)', [MIGRATION_LOCK_KEY]);
         const [ra, rb] = await Promise.all([a, b]);
-        expect([ra.steps.length, rb.steps.length].sort()).toEqual([0, 7]);
+        expect([ra.steps.length, rb.steps.length].sort()).toEqual([0, 8]);
         const ledger = await client.query('SELECT version FROM sluice_migrations');
-        expect(ledger.rowCount).toBe(7);
+        expect(ledger.rowCount).toBe(8);
       } finally {
         await holder.end();
         await other.end();
@@ -297,9 +308,9 @@ describe('sluice migrate', () => {
         expect(up.stdout).toMatch(
           /time-series storage: partitions \(the timescaledb extension is not available/,
         );
-        expect(up.stdout).toMatch(/applied 7 migration\(s\) in \d+ ms, version 0 -> 7/);
+        expect(up.stdout).toMatch(/applied 8 migration\(s\) in \d+ ms, version 0 -> 8/);
         const status = await cli('migrate', 'status', '--upstream', url, '--dir', dir);
-        expect(status.stdout).toMatch(/version: 7 \(7 applied, 0 pending\)/);
+        expect(status.stdout).toMatch(/version: 8 \(8 applied, 0 pending\)/);
         expect(status.stdout).toMatch(/time-series storage: native range partitioning/);
         expect(status.stdout).toMatch(/bars_1m: range-partitioned, 8 partitions \(one default\)/);
         expect(status.stdout).toMatch(/0007 +trades_entry_time_index +applied/);
@@ -310,12 +321,12 @@ describe('sluice migrate', () => {
         expect((refused as { stderr: string }).stderr).toMatch(/checksum mismatch: .*0001_bots\.up\.sql/);
 
         const down = await cli('migrate', 'down', '0', '--upstream', url, '--dir', dir, '--force');
-        expect(down.stdout).toMatch(/reverted 7 migration\(s\) in \d+ ms, version 7 -> 0/);
+        expect(down.stdout).toMatch(/reverted 8 migration\(s\) in \d+ ms, version 8 -> 0/);
         expect(await leftovers(client)).toEqual([]);
 
         const created = await cli('migrate', 'new', 'Add fills', '--dir', dir);
-        expect(created.stdout).toMatch(/created .*0008_add_fills\.up\.sql/);
-        expect(fs.existsSync(path.join(dir, '0008_add_fills.down.sql'))).toBe(true);
+        expect(created.stdout).toMatch(/created .*0009_add_fills\.up\.sql/);
+        expect(fs.existsSync(path.join(dir, '0009_add_fills.down.sql'))).toBe(true);
       });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -337,7 +348,7 @@ describe('migrate_on_start', () => {
         await viaProxy.connect();
         try {
           const { rows } = await viaProxy.query('SELECT count(*)::int AS n FROM sluice_migrations');
-          expect(rows[0]?.n).toBe(7);
+          expect(rows[0]?.n).toBe(8);
         } finally {
           await viaProxy.end();
         }

@@ -49,6 +49,7 @@ describe('loadConfig defaults and file values', () => {
       cache: false,
       cache_max_bytes: 256 * 1024 * 1024,
       cache_max_entry_bytes: 16 * 1024 * 1024,
+      cache_notify_writes: true,
       cache_ttl: 60,
       cache_degraded_ttl: 0,
       log_level: 'info',
