@@ -135,10 +135,19 @@ describe('sluice migrate', () => {
       const watched = await client.query<{ t: string }>(
         `SELECT tgrelid::regclass::text AS t FROM pg_trigger WHERE tgname = 'sluice_write_notify' ORDER BY 1`,
       );
-      expect(watched.rows.map((r) => r.t)).toEqual(
-        ['account_balances', 'bars_1m', 'news_articles', 'orders', 'positions', 'prices', 'risk_alerts',
-         'signals', 'symbols', 'ticks', 'trades'],
-      );
+      expect(watched.rows.map((r) => r.t)).toEqual([
+        'account_balances',
+        'bars_1m',
+        'news_articles',
+        'orders',
+        'positions',
+        'prices',
+        'risk_alerts',
+        'signals',
+        'symbols',
+        'ticks',
+        'trades',
+      ]);
 
       // The seeds' partial and composite indexes, and a constraint doing its job.
       const idx = await client.query<{ indexname: string; indexdef: string }>(
