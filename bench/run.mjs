@@ -17,6 +17,7 @@ const SCENARIOS = {
   cache: () => import('./cache.mjs'),
   rules: () => import('./rules.mjs'),
   observe: () => import('./observe.mjs'),
+  ceiling: () => import('./ceiling.mjs'),
 };
 /** The suite's run order; suite scenarios not named here run after these, in SCENARIOS order. */
 const SUITE_ORDER = ['passthrough', 'cache', 'botmix', 'ingest', 'storm'];
