@@ -105,6 +105,26 @@ export interface ResultCacheStats {
 
 type Waiter = (entry: Buffer | undefined) => void;
 
+interface ReadMemo {
+  readonly ctx: CacheContext;
+  readonly catalog: DatabaseCatalog;
+  readonly rule: CacheRule | undefined;
+  readonly keys: readonly string[];
+}
+
+/** Texts remembered by judge(); past it the memo starts over (cheaper than an LRU per hit). */
+const READ_MEMO_MAX = 10_000;
+
+function sameContext(a: CacheContext, b: CacheContext): boolean {
+  return (
+    a === b ||
+    (a.database === b.database &&
+      a.user === b.user &&
+      a.settingsKey === b.settingsKey &&
+      a.searchPath === b.searchPath)
+  );
+}
+
 /** Statement kinds whose simple-protocol texts are judged by their literal shape. */
 const WRITE_KINDS: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'merge']);
 
@@ -126,6 +146,8 @@ export class ResultCache {
     invalidations: 0,
   };
   private readonly flights = new Map<string, Waiter[]>();
+  /** Simple-protocol read text → what judge() found for it, valid while catalog and rule stand. */
+  private readonly readMemo = new Map<string, ReadMemo>();
   private readonly catalogs: CatalogRegistry;
   readonly writeNotify: WriteNotifyListener | undefined;
 
@@ -181,6 +203,18 @@ export class ResultCache {
    */
   judge(ctx: CacheContext, sql: string, mayRead: boolean, rule?: CacheRule): Verdict {
     const catalog = this.catalogs.get(ctx.database);
+    if (mayRead) {
+      const memo = this.readMemo.get(sql);
+      if (
+        memo !== undefined &&
+        memo.catalog === catalog &&
+        memo.rule === rule &&
+        sameContext(memo.ctx, ctx) &&
+        this.mayServe
+      ) {
+        return { read: this.planFor(ctx, memo.keys, sql, '', rule), writes: undefined };
+      }
+    }
     // A write with inlined values is usually a new text each time (a price update): judge it by
     // its literal shape, parsed once, with the literals standing in for the parameters.
     // A read with inlined values is judged the same way: what it reads, calls and locks does not
@@ -205,12 +239,15 @@ export class ResultCache {
       return { read: undefined, writes };
     }
     if (!mayRead || analysis.kind !== 'select' || !this.mayServe) return NO_EFFECT;
-    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, '', params, rule) : undefined;
-    if (!read) {
+    const keys = catalog ? this.readKeys(analysis, catalog, ctx, params, rule) : undefined;
+    if (!keys) {
       this.stats.uncacheable++;
       return NO_EFFECT;
     }
-    return { read, writes: undefined };
+    // The same text judged again (a hot read) skips the shape, the analysis and the catalog.
+    if (this.readMemo.size >= READ_MEMO_MAX) this.readMemo.clear();
+    this.readMemo.set(sql, { ctx, catalog: catalog!, rule, keys });
+    return { read: this.planFor(ctx, keys, sql, '', rule), writes: undefined };
   }
 
   /**
@@ -229,7 +266,8 @@ export class ResultCache {
     if (analysis.kind !== 'select' || !this.mayServe) return undefined;
     const catalog = this.catalogs.get(ctx.database);
     if (this.writesOf(analysis, catalog, ctx) !== undefined) return undefined;
-    const read = catalog ? this.readPlan(analysis, catalog, ctx, sql, extra, params, rule) : undefined;
+    const keys = catalog ? this.readKeys(analysis, catalog, ctx, params, rule) : undefined;
+    const read = keys ? this.planFor(ctx, keys, sql, extra, rule) : undefined;
     if (!read) this.stats.uncacheable++;
     return read;
   }
@@ -325,15 +363,14 @@ export class ResultCache {
     return writes;
   }
 
-  private readPlan(
+  /** The version keys a cacheable read depends on, or undefined when it is not cacheable. */
+  private readKeys(
     analysis: QueryAnalysis,
     catalog: DatabaseCatalog,
     ctx: CacheContext,
-    sql: string,
-    extra: string,
-    params?: BoundParameters,
-    rule?: CacheRule,
-  ): ReadPlan | undefined {
+    params: BoundParameters | undefined,
+    rule: CacheRule | undefined,
+  ): string[] | undefined {
     if (!analysis.readOnly || analysis.lockingClause) return undefined;
     const searchPath = ctx.searchPath ?? catalog.defaultSearchPath(ctx.user);
     // Immutable only, or stable too where a rule allows it for its TTL (now() in a dashboard).
@@ -362,7 +399,7 @@ export class ResultCache {
           : pointValues(access, column, params, undefined);
       if (key !== undefined && values !== undefined) {
         keys.push(nonPointKey(key), pointKey(key, values[0]!));
-        return this.planFor(ctx, keys, sql, extra, rule);
+        return keys;
       }
     }
     for (const ref of analysis.tablesRead) {
@@ -380,10 +417,16 @@ export class ResultCache {
         keys.push(k);
       }
     }
-    return this.planFor(ctx, keys, sql, extra, rule);
+    return keys;
   }
 
-  private planFor(ctx: CacheContext, keys: string[], sql: string, extra: string, rule?: CacheRule): ReadPlan {
+  private planFor(
+    ctx: CacheContext,
+    keys: readonly string[],
+    sql: string,
+    extra: string,
+    rule?: CacheRule,
+  ): ReadPlan {
     const tokens = this.versions.tokens(ctx.database, keys);
     const degraded = this.options.redisUrl !== undefined && !this.versions.shared;
     // Degraded, other instances' writes may be unseen: nothing is trusted past its TTL then.

@@ -1,9 +1,10 @@
 // Owns hearing about writes that bypass Sluice: per database the cache is used on, one upstream
 // connection LISTENs on the channel that migration 0008's statement trigger notifies (the table's
 // "schema.name", sent when the writing transaction commits), and hands each table to the cache to
-// invalidate. While that connection is down, notifications are lost: the database's entries are
-// orphaned when it goes and again once LISTEN is back, so what was cached meanwhile does not
-// outlive the gap.
+// invalidate. While that connection is down, notifications are lost: once LISTEN is back the
+// database's entries are orphaned, so nothing cached before or during the gap outlives it. Not
+// at the loss itself: that is usually the upstream going away, when serve_stale entries are
+// exactly what should stay (they stay bounded by their TTL, as without the trigger).
 import { logger } from '../observe/logger.js';
 
 /** The channel migrations/0008_sluice_write_notify.up.sql notifies. */
@@ -38,7 +39,7 @@ export interface WriteNotifyOptions {
 
 export interface WriteNotifyStats {
   notifications: number;
-  /** Times a database's listener was lost or (re)started: each orphaned that database's entries. */
+  /** Times a database's listener (re)started listening: each orphaned that database's entries. */
   gaps: number;
   /** Databases whose listener is up now. */
   listening: number;
@@ -130,7 +131,6 @@ export class WriteNotifyListener {
       connection?.end().catch(() => {});
     }
     log.debug({ database, why }, 'write-notify listener down');
-    this.gap(database);
     const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** watch.attempts++);
     clearTimeout(watch.retry);
     watch.retry = setTimeout(() => void this.open(database, watch), delay);
