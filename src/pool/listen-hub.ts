@@ -11,6 +11,11 @@ import { ServerConnection, type ServerOwner, type UpstreamTarget } from './serve
 export interface NotificationListener {
   /** A whole NotificationResponse frame (a copy the listener may keep). */
   deliverNotification(frame: Buffer): void;
+  /**
+   * The hub's server connection was lost: notifications sent meanwhile are gone, as they would
+   * be for a client whose own connection died. The listener is forgotten on every channel.
+   */
+  listenerLost(err: Error): void;
 }
 
 const NOTIFY_INSPECT = inspectTable('A');
@@ -134,8 +139,14 @@ export class ListenHub implements ServerOwner, FrameHandler {
       'LISTEN hub lost its server; reconnecting',
     );
     this.server = undefined;
-    for (const reply of this.replies.splice(0)) reply.reject(err ?? new Error('LISTEN hub lost its server'));
-    if (this.channels.size > 0) this.ready().catch(() => {});
+    const lost = err ?? new Error('LISTEN hub lost its server');
+    for (const reply of this.replies.splice(0)) reply.reject(lost);
+    // A listener that carried on would never learn what it missed: it goes as a client of a
+    // dying server would, and listens again (on a fresh hub server) when it reconnects.
+    const listeners = new Set<NotificationListener>();
+    for (const set of this.channels.values()) for (const listener of set) listeners.add(listener);
+    this.channels.clear();
+    for (const listener of listeners) listener.listenerLost(lost);
   }
 
   // ---- NotificationResponse frames (FrameHandler) ---------------------------------------------

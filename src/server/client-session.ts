@@ -1513,6 +1513,19 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     else this.pendingNotifications.push(frame);
   }
 
+  /** NotificationListener: the listening server went away, and with it what was sent meanwhile. */
+  listenerLost(err: Error): void {
+    if (this.closed) return;
+    this.usedHub = false;
+    this.fail(
+      new ProxyError(
+        SqlState.ConnectionFailure,
+        'the server connection listening for this client was lost; notifications may have been missed',
+        { severity: 'FATAL', detail: err.message },
+      ),
+    );
+  }
+
   private flushNotifications(): void {
     if (this.pendingNotifications.length > 0 && !this.closed) {
       this.writeCached(Buffer.concat(this.pendingNotifications.splice(0)));
