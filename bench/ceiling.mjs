@@ -16,6 +16,7 @@ import { clockTicks, processTicks, treeTicks } from './lib/cpu.mjs';
 import { pgbenchVersion, runPgbench } from './lib/pgbench.mjs';
 import { serverVersion, startPostgres } from './lib/postgres.mjs';
 import { freePort, psql, sleep, stopProcess, tcpConnects, waitFor } from './lib/processes.mjs';
+import { startRedis } from './lib/redis.mjs';
 import { fmt, machineFacts, NOISE_NOTE, ratio, stamp, table, writeReport } from './lib/report.mjs';
 import { sluiceUnavailable, startSluice } from './lib/sluice.mjs';
 
@@ -68,24 +69,71 @@ export async function run(opts) {
     const script = path.join(dir, 'hot.sql');
     await writeFile(script, HOT);
 
-    log('starting Sluice --cache and the null responders…');
+    log('starting Sluice --cache (one, and two on one Redis) and the null responders…');
     const sluice = await startSluice(direct, { poolSize: 20, profile: opts.profile, extraArgs: ['--cache'] });
+    // One Sluice per core, as PgBouncer users run one PgBouncer per core: they share entries and
+    // invalidations through Redis, and the clients are split between them.
+    const redis = await startRedis();
+    const pair = [];
+    for (let i = 0; i < 2; i++)
+      pair.push(
+        await startSluice(direct, {
+          poolSize: 10,
+          extraArgs: ['--cache', ...(redis ? ['--redis', redis.url] : [])],
+        }),
+      );
+    const sumTicks = async (read) => {
+      const all = await Promise.all(read());
+      return all.some((v) => v == null) ? undefined : all.reduce((a, b) => a + b, 0);
+    };
     const targets = [
-      { id: 'direct', label: 'PostgreSQL (direct)', conn: direct, ticks: () => treeTicks(pg.pid) },
-      { id: 'sluice', label: 'Sluice --cache', conn: sluice, ticks: () => processTicks(sluice.pid) },
+      { id: 'direct', label: 'PostgreSQL (direct)', conns: [direct], ticks: () => treeTicks(pg.pid) },
+      {
+        id: 'direct-split',
+        label: `PostgreSQL (direct), clients split 2 × ${CLIENTS / 2}`,
+        conns: [direct, direct],
+        ticks: () => treeTicks(pg.pid),
+      },
+      { id: 'sluice', label: 'Sluice --cache', conns: [sluice], ticks: () => processTicks(sluice.pid) },
+      {
+        id: 'sluice2',
+        label: `2 × Sluice --cache${redis ? ' on one Redis' : ' (no redis-server: nothing shared)'}, clients split 2 × ${CLIENTS / 2}`,
+        conns: pair,
+        ticks: () => sumTicks(() => pair.map((p) => processTicks(p.pid))),
+      },
     ];
     for (const n of [1, 2]) {
       const r = await startResponder(n);
       targets.push({
         id: `null${n}`,
         label: `null responder, ${n} process${n > 1 ? 'es' : ''}`,
-        conn: r,
+        conns: [r],
         ticks: () => treeTicks(r.pid),
       });
     }
     const workload = { mode: 'simple', clients: CLIENTS, scripts: [{ file: script }] };
+    /** pgbench against every connection of a target at once, the clients and threads split evenly. */
+    const drive = async (target, duration, cpu) => {
+      const n = target.conns.length;
+      const parts = await Promise.all(
+        target.conns.map((conn) =>
+          runPgbench(
+            conn,
+            { ...workload, clients: CLIENTS / n },
+            { duration, threads: Math.max(1, THREADS / n), cpu },
+          ),
+        ),
+      );
+      const sum = (key) => (parts.some((p) => p[key] == null) ? null : parts.reduce((a, p) => a + p[key], 0));
+      return {
+        tps: sum('tps'),
+        processed: sum('processed'),
+        cpuTicks: sum('cpuTicks'),
+        error: parts.find((p) => p.error)?.error,
+      };
+    };
     for (const target of targets) {
-      const w = await runPgbench(target.conn, workload, { duration: opts.quick ? 1 : 2, threads: THREADS });
+      const w = await drive(target, opts.quick ? 1 : 2, false);
       if (w.error) throw new Error(`${target.id} warm-up failed: ${w.error}`);
     }
     const rounds = opts.quick ? 1 : ROUNDS;
@@ -97,11 +145,7 @@ export async function run(opts) {
         // once reaped, so both readings wait for the previous run's to be.
         await sleep(500);
         const before = await target.ticks();
-        const r = await runPgbench(target.conn, workload, {
-          duration: opts.duration,
-          threads: THREADS,
-          cpu: true,
-        });
+        const r = await drive(target, opts.duration, true);
         await sleep(500);
         const after = await target.ticks();
         const txns = r.processed ?? (r.tps ?? 0) * opts.duration;
@@ -121,6 +165,7 @@ export async function run(opts) {
       }
     }
     await sluice.stop();
+    for (const p of pair) await p.stop();
     const median = (xs) => {
       const v = xs.filter((x) => x != null).sort((a, b) => a - b);
       return v.length ? v[Math.floor(v.length / 2)] : null;
@@ -187,7 +232,9 @@ function renderMarkdown(report) {
     `${report.startedAt} · pgbench \`-M simple -c ${o.clients} -j ${o.threads} -T ${o.duration}\`, script ` +
       `\`SELECT price FROM hot_prices WHERE instrument_id = :k\` (k in 1..${SYMBOLS}). The targets take turns, ` +
       `${o.rounds} round(s); each figure is the median. CPU µs per transaction from /proc (user + system, all ` +
-      `threads; PostgreSQL and the two-process responder with their children). "${o.cores}-core bound": the tps ` +
+      `threads; PostgreSQL and the two-process responder with their children; both Sluices of a pair). A split ` +
+      `target runs two pgbench processes at once, ${o.clients / 2} clients and one thread each (the same clients ` +
+      `and threads as one pgbench with -j ${o.threads}). "${o.cores}-core bound": the tps ` +
       `the machine's ${o.cores} cores would give if pgbench and the server used nothing but them at these costs ` +
       `(${o.cores} × 10⁶ ÷ total µs). Load average at the end: ${report.machine.loadAverageAtEnd?.join(' / ')}.`,
     '',
