@@ -142,6 +142,16 @@ export const configSchema = z
     client_idle_timeout: seconds.optional(),
     /** Seconds a client may sit idle inside a transaction before it is closed and rolled back. */
     idle_transaction_timeout: seconds.optional(),
+    /** SO_KEEPALIVE on client and server sockets (PgBouncer's tcp_keepalive). */
+    tcp_keepalive: z.boolean().default(true),
+    /** Seconds of silence before the first keepalive probe; 0: the OS default (Linux: 7200). */
+    tcp_keepidle: seconds.default(0),
+    /** Seconds a request may wait on its server before it is cancelled (57014) and the server closed; 0: never. */
+    query_timeout: seconds.default(0),
+    /** Seconds a server may sit idle in the pool before server_check_query is run on it before reuse. */
+    server_check_delay: seconds.default(30),
+    /** Run on a server idle longer than server_check_delay before reuse; '' turns the check off. */
+    server_check_query: z.string().default('select 1'),
   })
   .strict()
   .refine((c) => (c.tls_cert === undefined) === (c.tls_key === undefined), {
@@ -188,7 +198,10 @@ export const numericKeys = new Set([
   'max_db_client_connections',
   'client_idle_timeout',
   'idle_transaction_timeout',
+  'tcp_keepidle',
+  'query_timeout',
+  'server_check_delay',
 ]);
 
 /** Top-level keys whose values come from the environment as booleans (true/false/1/0). */
-export const booleanKeys = new Set(['cache', 'migrate_on_start', 'metrics', 'tls_required']);
+export const booleanKeys = new Set(['cache', 'migrate_on_start', 'metrics', 'tls_required', 'tcp_keepalive']);

@@ -22,6 +22,8 @@ export interface PoolManagerOptions {
   connectTimeoutMs: number;
   maxMessageBytes: number;
   breaker: BreakerSettings;
+  /** SO_KEEPALIVE on server sockets with this idle time (0: the OS default); absent: none. */
+  keepAliveMs?: number | undefined;
   /** What Sluice knows of this user's password for the upstream: plaintext or an md5 hash. */
   upstreamPasswordFor(user: string): string | undefined;
 }
@@ -66,6 +68,7 @@ export class PoolManager {
         connectTimeoutMs: this.options.connectTimeoutMs,
         maxMessageBytes: this.options.maxMessageBytes,
         tls: upstream.tls,
+        keepAliveMs: this.options.keepAliveMs,
       };
       pool = new Pool(database, user, target, this.options.settings, this.breaker);
       if (this.allPaused) pool.pause();

@@ -2,7 +2,7 @@
 // (trust, cleartext, md5, SCRAM-SHA-256), then forwarding its byte stream to whichever client
 // currently owns it while peeking only at ReadyForQuery, ParameterStatus, ErrorResponse and the
 // COPY responses. It knows nothing about clients beyond the ServerOwner interface.
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
 import type { ResponseCapture } from '../cache/response-capture.js';
 import { logger } from '../observe/logger.js';
@@ -33,6 +33,8 @@ export interface UpstreamTarget {
   maxMessageBytes: number;
   /** sslmode / sslrootcert from the upstream URL; absent: plaintext. */
   tls?: UpstreamTls | undefined;
+  /** SO_KEEPALIVE with this idle time (0: the OS default); absent: no keepalive. */
+  keepAliveMs?: number | undefined;
 }
 
 /** What a ServerConnection forwards to while a client owns it. */
@@ -66,6 +68,10 @@ export interface ServerOwner {
   onCommandComplete?(buf: Buffer, start: number, end: number): void;
   /** The server connection died while owned (socket error or close). */
   onServerLost(server: ServerConnection, err: Error | undefined): void;
+  /** True while a request is out on the server and its ReadyForQuery not in (query_timeout). */
+  readonly awaitingReply?: boolean;
+  /** query_timeout passed for the oldest request: the owner cancels, lets go and answers. */
+  onQueryTimeout?(server: ServerConnection, timeoutMs: number): void;
 }
 
 /** A query Sluice ran on its own behalf failed; `fields` are PostgreSQL's error fields. */
@@ -123,6 +129,8 @@ export class ServerConnection implements FrameHandler {
   /** Last ReadyForQuery status byte: 'I' idle, 'T' in transaction, 'E' failed transaction. */
   transactionStatus = STATUS_IDLE;
   closed = false;
+  /** ReadyForQuery messages seen: the query_timeout sweep tells progress from a stall by it. */
+  readyCount = 0;
 
   /** SET statements this connection runs with, as a signature clients compare against their own. */
   settingsSignature = '';
@@ -160,6 +168,29 @@ export class ServerConnection implements FrameHandler {
 
   get isOwned(): boolean {
     return this.owner !== null;
+  }
+
+  get currentOwner(): ServerOwner | null {
+    return this.owner;
+  }
+
+  /** True when the last bytes forwarded to the client ended inside a message. */
+  get isMidFrame(): boolean {
+    return this.reader.isMidFrame;
+  }
+
+  /**
+   * Asks PostgreSQL to cancel what this connection runs, over a connection of its own
+   * (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-CANCELING-REQUESTS).
+   */
+  sendCancel(): void {
+    const { host, port } = this.target;
+    const socket = connect({ host, port }, () => {
+      socket.end(serialize.cancel(this.backendProcessId, this.backendSecretKey));
+    });
+    socket.on('error', (err) => logger.warn({ err: err.message }, 'could not send cancel request'));
+    // A blackholed upstream never answers the cancel connection either.
+    socket.setTimeout(5000, () => socket.destroy());
   }
 
   /** Hands the connection to a client: from now on its bytes go to `owner`. */
@@ -350,6 +381,7 @@ export class ServerConnection implements FrameHandler {
       case BackendType.ReadyForQuery: {
         const status = peekTransactionStatus(buf, start);
         this.transactionStatus = status;
+        this.readyCount++;
         const capture = this.capture;
         if (capture) {
           // Earlier chunks were added as they went out; this one up to and with the ReadyForQuery.

@@ -21,6 +21,8 @@ export interface UpstreamSocketTarget {
   port: number;
   connectTimeoutMs: number;
   tls?: UpstreamTls | undefined;
+  /** SO_KEEPALIVE with this idle time (0: the OS default); absent: no keepalive. */
+  keepAliveMs?: number | undefined;
 }
 
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
@@ -52,6 +54,9 @@ function connectionFailure(target: UpstreamSocketTarget, reason: string): ProxyE
 export function openUpstreamSocket(target: UpstreamSocketTarget): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = netConnect({ host: target.host, port: target.port, noDelay: true });
+    // On the TCP socket itself, under any TLS layer. libuv (1.46, Node 20) sets TCP_KEEPIDLE to
+    // this and TCP_KEEPINTVL 1 s, TCP_KEEPCNT 10 with it; 0 leaves the OS's idle time.
+    if (target.keepAliveMs !== undefined) socket.setKeepAlive(true, target.keepAliveMs);
     let settled = false;
     const timer = setTimeout(
       () => fail(connectionFailure(target, `timeout after ${target.connectTimeoutMs} ms`)),

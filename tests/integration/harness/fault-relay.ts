@@ -22,6 +22,8 @@ interface Pair {
   target: Socket | undefined;
   /** Closes seen while dropping: replayed when the fault clears, as a healed partition would. */
   pendingClose: Set<Socket>;
+  /** freezeOpen(): this pair forwards nothing any more, while new connections pass. */
+  frozen?: boolean;
 }
 
 export class FaultRelay {
@@ -77,6 +79,22 @@ export class FaultRelay {
         other?.destroy();
       }
       pair.pendingClose.clear();
+      // Bytes were dropped, not delayed: the stream cannot resume, as TCP would after a partition.
+      if (pair.frozen) {
+        pair.client.destroy();
+        pair.target?.destroy();
+      }
+    }
+  }
+
+  /**
+   * Blackholes the connections open now and only them (a frozen server, a lost NAT entry): their
+   * bytes are dropped both ways until clear(); connections made later are forwarded faithfully.
+   * With `fromPort`, only the connection whose connector uses that local port.
+   */
+  freezeOpen(fromPort?: number): void {
+    for (const pair of this.pairs) {
+      if (fromPort === undefined || pair.client.remotePort === fromPort) pair.frozen = true;
     }
   }
 
@@ -121,6 +139,7 @@ export class FaultRelay {
 
   private pipe(pair: Pair, from: Socket, to: Socket, direction: 'up' | 'down'): void {
     from.on('data', (chunk: Buffer) => {
+      if (pair.frozen) return;
       const fault = this.applies(direction);
       if (!fault) return this.forward(to, chunk, direction);
       switch (fault.kind) {
