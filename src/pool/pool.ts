@@ -7,8 +7,23 @@ import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { ListenHub } from './listen-hub.js';
 import { QueryDeadline } from './query-deadline.js';
-import { InternalQueryError, type ServerConnection, type UpstreamTarget } from './server-connection.js';
+import {
+  InternalQueryError,
+  LoginInterruptedError,
+  type ServerConnection,
+  type UpstreamTarget,
+} from './server-connection.js';
 import { BreakerOpenError, type UpstreamBreaker } from './upstream-breaker.js';
+
+/**
+ * After a server connection closed or reset in the middle of its login, the clients waiting for it
+ * stay queued and a new attempt starts this much later: a backend lost during login (a crash
+ * restart, a terminated backend) costs no client. Refused or timed-out connects and PostgreSQL's
+ * own refusals still fail a waiter at once. The breaker bounds the retries: each counts as a
+ * failure, and breaker_failure_threshold of them in a row open it and give the queue 57P03.
+ * PgBouncer's server_login_retry (15 s) plays the same part next to its fast-fail.
+ */
+const LOGIN_RETRY_MS = 250;
 
 export interface PoolSettings {
   size: number;
@@ -62,6 +77,7 @@ export class Pool {
   private everConnected = false;
   /** PAUSE (admin console): clients queue, servers are handed to nobody until RESUME. */
   private paused = false;
+  private retryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly database: string,
@@ -267,6 +283,7 @@ export class Pool {
   }
 
   close(): void {
+    clearTimeout(this.retryTimer);
     this.hub?.close();
     for (const server of this.idle.splice(0)) this.discard(server);
     for (const { waiter } of this.waiting.splice(0)) {
@@ -361,7 +378,16 @@ export class Pool {
             'server connection failed',
           );
         }
-        // One failed attempt fails one waiter; the others keep waiting for the next attempt.
+        if (err instanceof LoginInterruptedError && this.waiting.length > 0) {
+          this.retryTimer ??= setTimeout(() => {
+            this.retryTimer = undefined;
+            this.maybeConnect();
+          }, LOGIN_RETRY_MS);
+          this.retryTimer.unref();
+          return;
+        }
+        // PostgreSQL refused (or the breaker did): one failed attempt fails one waiter; the others
+        // keep waiting for the next attempt.
         const next = this.waiting.shift();
         next?.waiter.onAcquireFailed(err);
         this.maybeConnect();

@@ -19,7 +19,9 @@ import { isMd5PasswordHash, md5Response } from '../protocol/md5-auth.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { ScramClientSession } from '../protocol/scram.js';
 import { SqlState } from '../protocol/sqlstate.js';
-import { openUpstreamSocket, type UpstreamTls } from './upstream-tls.js';
+import { LoginInterruptedError, openUpstreamSocket, type UpstreamTls } from './upstream-tls.js';
+
+export { LoginInterruptedError };
 
 export interface UpstreamTarget {
   host: string;
@@ -576,7 +578,7 @@ export class ServerConnection implements FrameHandler {
       };
       const onError = (err: Error) =>
         fail(
-          new ProxyError(
+          new LoginInterruptedError(
             SqlState.ConnectionFailure,
             `could not connect to upstream ${target.host}:${target.port}: ${err.message}`,
             {
@@ -696,9 +698,13 @@ export class ServerConnection implements FrameHandler {
       socket.on('error', onError);
       socket.once('close', () =>
         fail(
-          new ProxyError(SqlState.ConnectionFailure, 'upstream closed the connection during login', {
-            severity: 'FATAL',
-          }),
+          new LoginInterruptedError(
+            SqlState.ConnectionFailure,
+            'upstream closed the connection during login',
+            {
+              severity: 'FATAL',
+            },
+          ),
         ),
       );
       // Connected (and TLS negotiated) by openUpstreamSocket.

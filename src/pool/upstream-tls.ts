@@ -42,8 +42,14 @@ export function parseUpstreamTls(params: URLSearchParams): UpstreamTls {
   return { mode, ca };
 }
 
-function connectionFailure(target: UpstreamSocketTarget, reason: string): ProxyError {
-  return new ProxyError(
+/**
+ * The TCP connection was up and the login under way when it closed or reset: the backend went
+ * away (a crash restart, a terminated backend), which a fresh connection may well not meet.
+ */
+export class LoginInterruptedError extends ProxyError {}
+
+function connectionFailure(target: UpstreamSocketTarget, reason: string, connected = false): ProxyError {
+  return new (connected ? LoginInterruptedError : ProxyError)(
     SqlState.ConnectionFailure,
     `could not connect to upstream ${target.host}:${target.port}: ${reason}`,
     { severity: 'FATAL' },
@@ -75,10 +81,14 @@ export function openUpstreamSocket(target: UpstreamSocketTarget): Promise<Socket
       socket.off('error', onError);
       resolve(ready);
     };
-    const onError = (err: Error) => fail(connectionFailure(target, err.message));
+    let connected = false;
+    const onError = (err: Error) => fail(connectionFailure(target, err.message, connected));
     socket.on('error', onError);
-    socket.once('close', () => fail(connectionFailure(target, 'the server closed the connection')));
+    socket.once('close', () =>
+      fail(connectionFailure(target, 'the server closed the connection', connected)),
+    );
     socket.once('connect', () => {
+      connected = true;
       const tls = target.tls;
       if (!tls || tls.mode === 'disable') {
         succeed(socket);

@@ -250,3 +250,40 @@ describe('tcp_keepalive', () => {
     }
   });
 });
+
+describe('a server connection lost during its login', () => {
+  let relay: FaultRelay;
+  let proxy: TestProxy;
+
+  beforeAll(async () => {
+    const { host, port } = pgInfo();
+    relay = await FaultRelay.start({ host, port });
+  });
+
+  afterAll(async () => {
+    await proxy?.stop();
+    await relay?.stop();
+  });
+
+  for (const kind of ['reset', 'truncate'] as const) {
+    it(`is retried on a fresh connection: the waiting client never sees it (${kind})`, async () => {
+      const { user, password } = pgInfo();
+      // A new Sluice each time, so its first server connection is the one cut.
+      await proxy?.stop();
+      proxy = await startProxy({
+        upstream: `postgres://${user}:${encodeURIComponent(password)}@${relay.host}:${relay.port}/postgres`,
+        pool_size: 2,
+      });
+      const accepted = relay.accepted;
+      // The first bytes PostgreSQL sends (its authentication request) are cut, once.
+      relay.set(kind, { direction: 'down', keepBytes: 0 });
+      const c = client(proxy.port);
+      await c.connect();
+      const { rows } = await c.query<{ n: number }>('select 5 as n');
+      expect(rows[0]!.n).toBe(5);
+      // The cut connection was one, a second one served.
+      expect(relay.accepted - accepted).toBe(2);
+      await c.end();
+    });
+  }
+});

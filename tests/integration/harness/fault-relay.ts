@@ -33,6 +33,8 @@ export class FaultRelay {
   /** Bytes forwarded upstream and downstream, for tests that wait for traffic. */
   bytesUp = 0;
   bytesDown = 0;
+  /** Connections accepted since start. */
+  accepted = 0;
 
   private constructor(
     private readonly server: Server,
@@ -119,6 +121,7 @@ export class FaultRelay {
   }
 
   private accept(client: Socket): void {
+    this.accepted++;
     client.on('error', () => {});
     if (this.fault?.kind === 'blackhole') {
       // Accepted, never connected onwards, never answered.
