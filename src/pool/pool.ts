@@ -17,11 +17,12 @@ import { BreakerOpenError, type UpstreamBreaker } from './upstream-breaker.js';
 
 /**
  * After a server connection closed or reset in the middle of its login, the clients waiting for it
- * stay queued and a new attempt starts this much later: a backend lost during login (a crash
- * restart, a terminated backend) costs no client. Refused or timed-out connects and PostgreSQL's
- * own refusals still fail a waiter at once. The breaker bounds the retries: each counts as a
- * failure, and breaker_failure_threshold of them in a row open it and give the queue 57P03.
- * PgBouncer's server_login_retry (15 s) plays the same part next to its fast-fail.
+ * stay queued and a new attempt starts this much later: a backend lost during login (killed by a
+ * crash restart, terminated) costs no client. Refused or timed-out connects and PostgreSQL's own
+ * refusals (28P01, 3D000, 53300, 57P03) still fail a waiter at once. Retrying 57P03 too was tried:
+ * every queued client's retry failed at once during recovery, which opened the breaker and cost
+ * the canary 5 s of 57P03 instead of one error. The breaker bounds these retries as well: each
+ * counts as a failure. PgBouncer's server_login_retry (15 s) plays the same part.
  */
 const LOGIN_RETRY_MS = 250;
 

@@ -447,6 +447,17 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.runStart = end;
         this.terminating = true;
         return;
+      case FrontendType.CopyData:
+        return;
+      default:
+        // PostgreSQL answers any other type with FATAL and closes: forwarded, that FATAL would
+        // arrive after the ReadyForQuery that released the server, under its next client (the
+        // fuzzer's canary saw it). Refused here, as PostgreSQL and PgBouncer refuse it.
+        this.fail(
+          new ProxyError(SqlState.ProtocolViolation, `invalid frontend message type ${type}`, {
+            severity: 'FATAL',
+          }),
+        );
     }
   }
 
