@@ -482,7 +482,7 @@ function startCanary(sluice, creds) {
         stats.queries++;
       } catch (err) {
         stats.failures++;
-        if (stats.errors.length < 10) stats.errors.push(String(err.message));
+        if (stats.errors.length < 10) stats.errors.push(`${new Date().toISOString()} ${err.message}`);
         await client?.end().catch(() => {});
         client = undefined;
       }
@@ -579,9 +579,17 @@ export async function fuzzLive({ upstream, database, frames, seed, concurrency =
         delivered += result.frames;
         sessions++;
         if (result.rejected) rejected++;
-        if (result.finding) findings.push({ auth: sluice.auth, ...result.finding });
+        // The time lets a finding be matched with the PostgreSQL log (a backend crash, a restart).
+        if (result.finding)
+          findings.push({ auth: sluice.auth, at: new Date().toISOString(), ...result.finding });
       } catch (err) {
-        if (!dead()) findings.push({ auth: sluice.auth, phase: 'connect', detail: String(err.message) });
+        if (!dead())
+          findings.push({
+            auth: sluice.auth,
+            at: new Date().toISOString(),
+            phase: 'connect',
+            detail: String(err.message),
+          });
       }
     }
   };

@@ -147,7 +147,12 @@ export async function startSluice(
       queryWaitTimeoutMs: config.query_wait_timeout * 1000,
       resetQuery:
         config.pool_mode === 'session' && config.server_reset_query !== '' ? config.server_reset_query : null,
+      queryTimeoutMs: config.query_timeout * 1000,
+      checkQuery: config.server_check_query === '' ? null : config.server_check_query,
+      checkDelayMs: config.server_check_delay * 1000,
+      checkTimeoutMs: config.server_connect_timeout * 1000,
     },
+    keepAliveMs: config.tcp_keepalive ? config.tcp_keepidle * 1000 : undefined,
     connectTimeoutMs: config.server_connect_timeout * 1000,
     maxMessageBytes: config.max_message_bytes,
     // Marks writes through Sluice, which invalidates them itself, so migration 0008's trigger
@@ -297,6 +302,7 @@ export async function startSluice(
     maxDbClientConnections: config.max_db_client_connections,
     clientIdleTimeoutMs: (config.client_idle_timeout ?? 0) * 1000,
     idleTransactionTimeoutMs: (config.idle_transaction_timeout ?? 0) * 1000,
+    keepAliveMs: config.tcp_keepalive ? config.tcp_keepidle * 1000 : undefined,
   });
   proxyRef = proxy;
   metrics?.attach({ sessions: () => proxy.sessionList(), pools: () => pools.stats(), cache });

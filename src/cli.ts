@@ -100,6 +100,29 @@ program
     'close clients idle inside a transaction this long and roll it back (env: SLUICE_IDLE_TRANSACTION_TIMEOUT)',
     nonNegativeNumber,
   )
+  .option(
+    '--no-tcp-keepalive',
+    'no TCP keepalive on client and server sockets (env: SLUICE_TCP_KEEPALIVE=false)',
+  )
+  .option(
+    '--tcp-keepidle <seconds>',
+    'silence before the first keepalive probe (0: the OS default; env: SLUICE_TCP_KEEPIDLE)',
+    nonNegativeNumber,
+  )
+  .option(
+    '--query-timeout <seconds>',
+    'cancel a request waiting on its server this long, 57014 (0: never; env: SLUICE_QUERY_TIMEOUT)',
+    nonNegativeNumber,
+  )
+  .option(
+    '--server-check-delay <seconds>',
+    'check a server idle this long before reuse (default 30; env: SLUICE_SERVER_CHECK_DELAY)',
+    nonNegativeNumber,
+  )
+  .option(
+    '--server-check-query <sql>',
+    "the check ('' turns it off; default select 1; env: SLUICE_SERVER_CHECK_QUERY)",
+  )
   .action(async (flags: Record<string, unknown>) => {
     let config: ReturnType<typeof loadConfig>;
     // RELOAD (admin console) reads the same sources again.
@@ -128,6 +151,11 @@ program
           max_db_client_connections: flags.maxDbClientConnections,
           client_idle_timeout: flags.clientIdleTimeout,
           idle_transaction_timeout: flags.idleTransactionTimeout,
+          tcp_keepalive: flags.tcpKeepalive === false ? false : undefined,
+          tcp_keepidle: flags.tcpKeepidle,
+          query_timeout: flags.queryTimeout,
+          server_check_delay: flags.serverCheckDelay,
+          server_check_query: flags.serverCheckQuery,
         },
       });
     try {

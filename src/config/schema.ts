@@ -148,6 +148,16 @@ export const configSchema = z
      * commit instead of at cache_ttl.
      */
     cache_notify_writes: z.boolean().default(true),
+    /** SO_KEEPALIVE on client and server sockets (PgBouncer's tcp_keepalive). */
+    tcp_keepalive: z.boolean().default(true),
+    /** Seconds of silence before the first keepalive probe; 0: the OS default (Linux: 7200). */
+    tcp_keepidle: seconds.default(0),
+    /** Seconds a request may wait on its server before it is cancelled (57014) and the server closed; 0: never. */
+    query_timeout: seconds.default(0),
+    /** Seconds a server may sit idle in the pool before server_check_query is run on it before reuse. */
+    server_check_delay: seconds.default(30),
+    /** Run on a server idle longer than server_check_delay before reuse; '' turns the check off. */
+    server_check_query: z.string().default('select 1'),
   })
   .strict()
   .refine((c) => (c.tls_cert === undefined) === (c.tls_key === undefined), {
@@ -194,6 +204,9 @@ export const numericKeys = new Set([
   'max_db_client_connections',
   'client_idle_timeout',
   'idle_transaction_timeout',
+  'tcp_keepidle',
+  'query_timeout',
+  'server_check_delay',
 ]);
 
 /** Top-level keys whose values come from the environment as booleans (true/false/1/0). */
@@ -203,4 +216,5 @@ export const booleanKeys = new Set([
   'metrics',
   'tls_required',
   'cache_notify_writes',
+  'tcp_keepalive',
 ]);

@@ -24,6 +24,8 @@ export interface PoolManagerOptions {
   /** Sent in the startup packet of every server connection (PostgreSQL sets them as GUCs). */
   startupParameters?: Record<string, string>;
   breaker: BreakerSettings;
+  /** SO_KEEPALIVE on server sockets with this idle time (0: the OS default); absent: none. */
+  keepAliveMs?: number | undefined;
   /** What Sluice knows of this user's password for the upstream: plaintext or an md5 hash. */
   upstreamPasswordFor(user: string): string | undefined;
 }
@@ -68,6 +70,7 @@ export class PoolManager {
         connectTimeoutMs: this.options.connectTimeoutMs,
         maxMessageBytes: this.options.maxMessageBytes,
         tls: upstream.tls,
+        keepAliveMs: this.options.keepAliveMs,
       };
       pool = new Pool(database, user, target, this.options.settings, this.breaker);
       if (this.allPaused) pool.pause();

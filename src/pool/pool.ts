@@ -6,8 +6,25 @@ import { logger } from '../observe/logger.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { SqlState } from '../protocol/sqlstate.js';
 import { ListenHub } from './listen-hub.js';
-import { InternalQueryError, type ServerConnection, type UpstreamTarget } from './server-connection.js';
+import { QueryDeadline } from './query-deadline.js';
+import {
+  InternalQueryError,
+  LoginInterruptedError,
+  type ServerConnection,
+  type UpstreamTarget,
+} from './server-connection.js';
 import { BreakerOpenError, type UpstreamBreaker } from './upstream-breaker.js';
+
+/**
+ * After a server connection closed or reset in the middle of its login, the clients waiting for it
+ * stay queued and a new attempt starts this much later: a backend lost during login (killed by a
+ * crash restart, terminated) costs no client. Refused or timed-out connects and PostgreSQL's own
+ * refusals (28P01, 3D000, 53300, 57P03) still fail a waiter at once. Retrying 57P03 too was tried:
+ * every queued client's retry failed at once during recovery, which opened the breaker and cost
+ * the canary 5 s of 57P03 instead of one error. The breaker bounds these retries as well: each
+ * counts as a failure. PgBouncer's server_login_retry (15 s) plays the same part.
+ */
+const LOGIN_RETRY_MS = 250;
 
 export interface PoolSettings {
   size: number;
@@ -17,6 +34,13 @@ export interface PoolSettings {
   queryWaitTimeoutMs: number;
   /** Run before an idle server is reused by another client (session mode), or null. */
   resetQuery: string | null;
+  /** query_timeout; 0: off. */
+  queryTimeoutMs?: number;
+  /** server_check_query, run on a server idle for checkDelayMs before reuse; null: no check. */
+  checkQuery?: string | null;
+  checkDelayMs?: number;
+  /** How long the check may take before the server is taken for dead. */
+  checkTimeoutMs?: number;
 }
 
 /** A client waiting for a server connection. */
@@ -44,6 +68,9 @@ export interface PoolStats {
 export class Pool {
   private readonly idle: ServerConnection[] = [];
   private readonly waiting: QueuedWaiter[] = [];
+  /** Every connected server of this pool, idle or not (what the query_timeout sweep looks at). */
+  private readonly servers = new Set<ServerConnection>();
+  private readonly deadline: QueryDeadline | undefined;
   private total = 0;
   private connecting = 0;
   /** ParameterStatus values of the first server: what clients are told at login. */
@@ -51,6 +78,7 @@ export class Pool {
   private everConnected = false;
   /** PAUSE (admin console): clients queue, servers are handed to nobody until RESUME. */
   private paused = false;
+  private retryTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly database: string,
@@ -58,7 +86,10 @@ export class Pool {
     private readonly target: UpstreamTarget,
     private readonly settings: PoolSettings,
     private readonly breaker: UpstreamBreaker,
-  ) {}
+  ) {
+    const timeoutMs = settings.queryTimeoutMs ?? 0;
+    if (timeoutMs > 0) this.deadline = new QueryDeadline(timeoutMs);
+  }
 
   /**
    * True when a client without a server would get 57P03 now: the upstream's breaker is not closed
@@ -81,7 +112,7 @@ export class Pool {
   acquire(waiter: PoolWaiter): void {
     const server = this.paused ? undefined : this.takeIdle();
     if (server) {
-      waiter.onServerAcquired(server);
+      this.handIdle(server, waiter);
       return;
     }
     // query_wait_timeout 0 means wait for ever, as in PgBouncer.
@@ -202,7 +233,7 @@ export class Pool {
     while (this.waiting.length > 0) {
       const server = this.takeIdle();
       if (!server) break;
-      this.waiting.shift()!.waiter.onServerAcquired(server);
+      this.handIdle(server, this.waiting.shift()!.waiter);
     }
     this.maybeConnect();
   }
@@ -222,6 +253,7 @@ export class Pool {
 
   /** Periodic upkeep: wait deadlines, idle and lifetime expiry, min pool size. */
   tick(now: number): void {
+    this.deadline?.sweep(this.servers, now);
     while (this.waiting.length > 0 && this.waiting[0]!.deadline <= now) {
       const { waiter } = this.waiting.shift()!;
       waiter.onAcquireFailed(
@@ -252,6 +284,7 @@ export class Pool {
   }
 
   close(): void {
+    clearTimeout(this.retryTimer);
     this.hub?.close();
     for (const server of this.idle.splice(0)) this.discard(server);
     for (const { waiter } of this.waiting.splice(0)) {
@@ -271,8 +304,33 @@ export class Pool {
     return server;
   }
 
+  /**
+   * Hands an idle server to a waiter, first running server_check_query on one idle longer than
+   * server_check_delay (as PgBouncer does): a server whose upstream went silent while it sat in
+   * the pool is found dead here, not under a client. A failed check closes it and tries again.
+   */
+  private handIdle(server: ServerConnection, waiter: PoolWaiter): void {
+    const { checkQuery, checkDelayMs = 0, checkTimeoutMs = 10_000 } = this.settings;
+    if (checkQuery === undefined || checkQuery === null || Date.now() - server.lastUsedAt < checkDelayMs) {
+      waiter.onServerAcquired(server);
+      return;
+    }
+    server.runInternal(checkQuery, checkTimeoutMs).then(
+      () => {
+        server.lastUsedAt = Date.now();
+        waiter.onServerAcquired(server);
+      },
+      (err: Error) => {
+        logger.warn({ server: server.id, err: err.message }, 'server check failed; closing it');
+        this.discard(server);
+        this.acquire(waiter);
+      },
+    );
+  }
+
   private returnToService(server: ServerConnection): void {
     if (server.closed) {
+      this.servers.delete(server);
       this.total--;
       this.maybeConnect();
       return;
@@ -286,6 +344,7 @@ export class Pool {
   }
 
   private discard(server: ServerConnection): void {
+    this.servers.delete(server);
     server.onClosed = undefined;
     server.close();
     this.total--;
@@ -306,6 +365,7 @@ export class Pool {
         this.connecting--;
         this.everConnected = true;
         if (!this.serverParameters) this.serverParameters = new Map(server.parameters);
+        this.servers.add(server);
         server.onClosed = (s) => this.onIdleServerClosed(s);
         this.returnToService(server);
       },
@@ -319,7 +379,16 @@ export class Pool {
             'server connection failed',
           );
         }
-        // One failed attempt fails one waiter; the others keep waiting for the next attempt.
+        if (err instanceof LoginInterruptedError && this.waiting.length > 0) {
+          this.retryTimer ??= setTimeout(() => {
+            this.retryTimer = undefined;
+            this.maybeConnect();
+          }, LOGIN_RETRY_MS);
+          this.retryTimer.unref();
+          return;
+        }
+        // PostgreSQL refused (or the breaker did): one failed attempt fails one waiter; the others
+        // keep waiting for the next attempt.
         const next = this.waiting.shift();
         next?.waiter.onAcquireFailed(err);
         this.maybeConnect();
@@ -331,6 +400,7 @@ export class Pool {
     const i = this.idle.indexOf(server);
     if (i >= 0) {
       this.idle.splice(i, 1);
+      this.servers.delete(server);
       this.total--;
       this.maybeConnect();
     }

@@ -2,7 +2,7 @@
 // (trust, cleartext, md5, SCRAM-SHA-256), then forwarding its byte stream to whichever client
 // currently owns it while peeking only at ReadyForQuery, ParameterStatus, ErrorResponse and the
 // COPY responses. It knows nothing about clients beyond the ServerOwner interface.
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
 import type { ResponseCapture } from '../cache/response-capture.js';
 import { logger } from '../observe/logger.js';
@@ -19,7 +19,9 @@ import { isMd5PasswordHash, md5Response } from '../protocol/md5-auth.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { ScramClientSession } from '../protocol/scram.js';
 import { SqlState } from '../protocol/sqlstate.js';
-import { openUpstreamSocket, type UpstreamTls } from './upstream-tls.js';
+import { LoginInterruptedError, openUpstreamSocket, type UpstreamTls } from './upstream-tls.js';
+
+export { LoginInterruptedError };
 
 export interface UpstreamTarget {
   host: string;
@@ -33,6 +35,8 @@ export interface UpstreamTarget {
   maxMessageBytes: number;
   /** sslmode / sslrootcert from the upstream URL; absent: plaintext. */
   tls?: UpstreamTls | undefined;
+  /** SO_KEEPALIVE with this idle time (0: the OS default); absent: no keepalive. */
+  keepAliveMs?: number | undefined;
 }
 
 /** What a ServerConnection forwards to while a client owns it. */
@@ -66,6 +70,10 @@ export interface ServerOwner {
   onCommandComplete?(buf: Buffer, start: number, end: number): void;
   /** The server connection died while owned (socket error or close). */
   onServerLost(server: ServerConnection, err: Error | undefined): void;
+  /** True while a request is out on the server and its ReadyForQuery not in (query_timeout). */
+  readonly awaitingReply?: boolean;
+  /** query_timeout passed for the oldest request: the owner cancels, lets go and answers. */
+  onQueryTimeout?(server: ServerConnection, timeoutMs: number): void;
 }
 
 /** A query Sluice ran on its own behalf failed; `fields` are PostgreSQL's error fields. */
@@ -123,6 +131,8 @@ export class ServerConnection implements FrameHandler {
   /** Last ReadyForQuery status byte: 'I' idle, 'T' in transaction, 'E' failed transaction. */
   transactionStatus = STATUS_IDLE;
   closed = false;
+  /** ReadyForQuery messages seen: the query_timeout sweep tells progress from a stall by it. */
+  readyCount = 0;
 
   /** SET statements this connection runs with, as a signature clients compare against their own. */
   settingsSignature = '';
@@ -160,6 +170,29 @@ export class ServerConnection implements FrameHandler {
 
   get isOwned(): boolean {
     return this.owner !== null;
+  }
+
+  get currentOwner(): ServerOwner | null {
+    return this.owner;
+  }
+
+  /** True when the last bytes forwarded to the client ended inside a message. */
+  get isMidFrame(): boolean {
+    return this.reader.isMidFrame;
+  }
+
+  /**
+   * Asks PostgreSQL to cancel what this connection runs, over a connection of its own
+   * (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-CANCELING-REQUESTS).
+   */
+  sendCancel(): void {
+    const { host, port } = this.target;
+    const socket = connect({ host, port }, () => {
+      socket.end(serialize.cancel(this.backendProcessId, this.backendSecretKey));
+    });
+    socket.on('error', (err) => logger.warn({ err: err.message }, 'could not send cancel request'));
+    // A blackholed upstream never answers the cancel connection either.
+    socket.setTimeout(5000, () => socket.destroy());
   }
 
   /** Hands the connection to a client: from now on its bytes go to `owner`. */
@@ -350,6 +383,7 @@ export class ServerConnection implements FrameHandler {
       case BackendType.ReadyForQuery: {
         const status = peekTransactionStatus(buf, start);
         this.transactionStatus = status;
+        this.readyCount++;
         const capture = this.capture;
         if (capture) {
           // Earlier chunks were added as they went out; this one up to and with the ReadyForQuery.
@@ -544,7 +578,7 @@ export class ServerConnection implements FrameHandler {
       };
       const onError = (err: Error) =>
         fail(
-          new ProxyError(
+          new LoginInterruptedError(
             SqlState.ConnectionFailure,
             `could not connect to upstream ${target.host}:${target.port}: ${err.message}`,
             {
@@ -664,9 +698,13 @@ export class ServerConnection implements FrameHandler {
       socket.on('error', onError);
       socket.once('close', () =>
         fail(
-          new ProxyError(SqlState.ConnectionFailure, 'upstream closed the connection during login', {
-            severity: 'FATAL',
-          }),
+          new LoginInterruptedError(
+            SqlState.ConnectionFailure,
+            'upstream closed the connection during login',
+            {
+              severity: 'FATAL',
+            },
+          ),
         ),
       );
       // Connected (and TLS negotiated) by openUpstreamSocket.

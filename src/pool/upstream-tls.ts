@@ -21,6 +21,8 @@ export interface UpstreamSocketTarget {
   port: number;
   connectTimeoutMs: number;
   tls?: UpstreamTls | undefined;
+  /** SO_KEEPALIVE with this idle time (0: the OS default); absent: no keepalive. */
+  keepAliveMs?: number | undefined;
 }
 
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
@@ -40,8 +42,14 @@ export function parseUpstreamTls(params: URLSearchParams): UpstreamTls {
   return { mode, ca };
 }
 
-function connectionFailure(target: UpstreamSocketTarget, reason: string): ProxyError {
-  return new ProxyError(
+/**
+ * The TCP connection was up and the login under way when it closed or reset: the backend went
+ * away (a crash restart, a terminated backend), which a fresh connection may well not meet.
+ */
+export class LoginInterruptedError extends ProxyError {}
+
+function connectionFailure(target: UpstreamSocketTarget, reason: string, connected = false): ProxyError {
+  return new (connected ? LoginInterruptedError : ProxyError)(
     SqlState.ConnectionFailure,
     `could not connect to upstream ${target.host}:${target.port}: ${reason}`,
     { severity: 'FATAL' },
@@ -52,6 +60,9 @@ function connectionFailure(target: UpstreamSocketTarget, reason: string): ProxyE
 export function openUpstreamSocket(target: UpstreamSocketTarget): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = netConnect({ host: target.host, port: target.port, noDelay: true });
+    // On the TCP socket itself, under any TLS layer. libuv (1.46, Node 20) sets TCP_KEEPIDLE to
+    // this and TCP_KEEPINTVL 1 s, TCP_KEEPCNT 10 with it; 0 leaves the OS's idle time.
+    if (target.keepAliveMs !== undefined) socket.setKeepAlive(true, target.keepAliveMs);
     let settled = false;
     const timer = setTimeout(
       () => fail(connectionFailure(target, `timeout after ${target.connectTimeoutMs} ms`)),
@@ -70,10 +81,14 @@ export function openUpstreamSocket(target: UpstreamSocketTarget): Promise<Socket
       socket.off('error', onError);
       resolve(ready);
     };
-    const onError = (err: Error) => fail(connectionFailure(target, err.message));
+    let connected = false;
+    const onError = (err: Error) => fail(connectionFailure(target, err.message, connected));
     socket.on('error', onError);
-    socket.once('close', () => fail(connectionFailure(target, 'the server closed the connection')));
+    socket.once('close', () =>
+      fail(connectionFailure(target, 'the server closed the connection', connected)),
+    );
     socket.once('connect', () => {
+      connected = true;
       const tls = target.tls;
       if (!tls || tls.mode === 'disable') {
         succeed(socket);

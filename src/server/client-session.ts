@@ -10,6 +10,7 @@ import { logger } from '../observe/logger.js';
 import type { SluiceMetrics } from '../observe/metrics.js';
 import type { QueryObserver } from '../observe/query-observer.js';
 import type { Pool, PoolWaiter } from '../pool/pool.js';
+import { queryTimeoutError } from '../pool/query-deadline.js';
 import { type ServerConnection, type ServerOwner, UpstreamRejectedError } from '../pool/server-connection.js';
 import { createCommandComplete, createErrorResponse, READY_FOR_QUERY } from '../protocol/backend-messages.js';
 import { type FrameHandler, FrameReader, inspectTable } from '../protocol/frame-reader.js';
@@ -446,6 +447,17 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.runStart = end;
         this.terminating = true;
         return;
+      case FrontendType.CopyData:
+        return;
+      default:
+        // PostgreSQL answers any other type with FATAL and closes: forwarded, that FATAL would
+        // arrive after the ReadyForQuery that released the server, under its next client (the
+        // fuzzer's canary saw it). Refused here, as PostgreSQL and PgBouncer refuse it.
+        this.fail(
+          new ProxyError(SqlState.ProtocolViolation, `invalid frontend message type ${type}`, {
+            severity: 'FATAL',
+          }),
+        );
     }
   }
 
@@ -1607,6 +1619,67 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       'server connection lost under a client',
     );
     this.fail(new ProxyError(SqlState.ConnectionFailure, 'server connection lost', { severity: 'FATAL' }));
+  }
+
+  /** For query_timeout: a request is out on the server (COPY IN waits on the client instead). */
+  get awaitingReply(): boolean {
+    return this.awaitingReady > 0 && !this.clientInCopyIn;
+  }
+
+  /**
+   * query_timeout: the server is cancelled and closed (its state is unknown). The client keeps
+   * its connection (ERROR and ReadyForQuery per request owed) only where nothing it relies on
+   * lived on that server: transaction or statement mode, outside a transaction, at message
+   * boundaries both ways and with nothing else held; otherwise FATAL, as PgBouncer always does.
+   */
+  onQueryTimeout(server: ServerConnection, timeoutMs: number): void {
+    if (this.closed || this.server !== server) return;
+    server.sendCancel();
+    const keep =
+      this.mode !== 'session' &&
+      this.pinnedReason === undefined &&
+      this.transactionStatus === STATUS_IDLE &&
+      !this.unsynced &&
+      !this.reader.isMidFrame &&
+      !server.isMidFrame &&
+      !this.terminating &&
+      this.heldReplies === null &&
+      this.holding === undefined &&
+      this.hubBatch === undefined &&
+      this.batch === null &&
+      this.queued.length === 0 &&
+      !this.cacheParked;
+    this.server = null;
+    this.drainAwaited = undefined;
+    this.pool.release(server, false);
+    logger.warn(
+      { user: this.user, database: this.database, server: server.id, keep },
+      'query_timeout: cancelled the request and closed its server connection',
+    );
+    const err = queryTimeoutError(timeoutMs, !keep);
+    if (!keep) {
+      this.fail(err);
+      return;
+    }
+    // The statement may have written (or changed the schema) before it was cancelled.
+    if (this.transactionWrites !== null) this.endTransactionWrites();
+    if (this.ddlPending) {
+      this.ddlPending = false;
+      noteSchemaChange();
+    }
+    this.releaseConcurrencySlot();
+    this.timedQuery = undefined;
+    this.timedPrefixLength = 0;
+    this.abortPendingCapture();
+    const replies: Buffer[] = [];
+    const error = err.toErrorResponse();
+    for (let i = 0; i < this.awaitingReady; i++) replies.push(error, READY_FOR_QUERY.I);
+    this.awaitingReady = 0;
+    this.statements.reset();
+    this.observer?.reset();
+    this.metrics?.noteError(err.code);
+    this.writeCached(Buffer.concat(replies));
+    if (!this.pausedForClientDrain) this.socket.resume();
   }
 
   // ---- lifecycle --------------------------------------------------------------------------------

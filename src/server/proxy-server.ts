@@ -2,8 +2,7 @@
 // per-client BackendKeyData used by CancelRequest, the max_client_conn limit, and graceful
 // shutdown (stop accepting, let transactions finish up to a deadline, then 57P01).
 import { randomInt, timingSafeEqual } from 'node:crypto';
-import { connect, createServer, type Server, type Socket } from 'node:net';
-import { serialize } from 'pg-protocol';
+import { createServer, type Server, type Socket } from 'node:net';
 import { ADMIN_DATABASE, type AdminConsole } from '../admin/admin-console.js';
 import type { ResultCache } from '../cache/result-cache.js';
 import { logger } from '../observe/logger.js';
@@ -47,6 +46,8 @@ export interface ProxyServerOptions {
   maxDbClientConnections?: number | undefined;
   clientIdleTimeoutMs?: number | undefined;
   idleTransactionTimeoutMs?: number | undefined;
+  /** SO_KEEPALIVE on client sockets with this idle time (0: the OS default); absent: none. */
+  keepAliveMs?: number | undefined;
 }
 
 /** The server's spelling of a reported parameter (e.g. DateStyle for datestyle). */
@@ -126,6 +127,7 @@ export class ProxyServer {
 
   private accept(socket: Socket): void {
     socket.setNoDelay(true);
+    if (this.options.keepAliveMs !== undefined) socket.setKeepAlive(true, this.options.keepAliveMs);
     this.clientCount++;
     this.pending.add(socket);
     socket.on('error', (err) => logger.debug({ err: err.message }, 'client socket error during login'));
@@ -271,14 +273,7 @@ export class ProxyServer {
     const expected = Buffer.alloc(4);
     expected.writeInt32BE(session.secretKey);
     if (!timingSafeEqual(given, expected)) return;
-    const server = session.server;
-    if (!server) return;
-    const { host, port } = this.options.pools.upstream;
-    const socket = connect({ host, port }, () => {
-      socket.end(serialize.cancel(server.backendProcessId, server.backendSecretKey));
-    });
-    socket.on('error', (err) => logger.warn({ err: err.message }, 'could not forward cancel request'));
-    socket.setTimeout(5000, () => socket.destroy());
+    session.server?.sendCancel();
   }
 
   /** Stops accepting, lets running transactions finish until the deadline, then closes the rest. */

@@ -62,6 +62,11 @@ describe('loadConfig defaults and file values', () => {
       digest_stats_max: 1000,
       slow_query_ms: 1000,
       admin_users: [],
+      tcp_keepalive: true,
+      tcp_keepidle: 0,
+      query_timeout: 0,
+      server_check_delay: 30,
+      server_check_query: 'select 1',
     });
     expect(c.upstream).toBeUndefined();
   });

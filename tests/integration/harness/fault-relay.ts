@@ -22,6 +22,8 @@ interface Pair {
   target: Socket | undefined;
   /** Closes seen while dropping: replayed when the fault clears, as a healed partition would. */
   pendingClose: Set<Socket>;
+  /** freezeOpen(): this pair forwards nothing any more, while new connections pass. */
+  frozen?: boolean;
 }
 
 export class FaultRelay {
@@ -31,6 +33,8 @@ export class FaultRelay {
   /** Bytes forwarded upstream and downstream, for tests that wait for traffic. */
   bytesUp = 0;
   bytesDown = 0;
+  /** Connections accepted since start. */
+  accepted = 0;
 
   private constructor(
     private readonly server: Server,
@@ -77,6 +81,22 @@ export class FaultRelay {
         other?.destroy();
       }
       pair.pendingClose.clear();
+      // Bytes were dropped, not delayed: the stream cannot resume, as TCP would after a partition.
+      if (pair.frozen) {
+        pair.client.destroy();
+        pair.target?.destroy();
+      }
+    }
+  }
+
+  /**
+   * Blackholes the connections open now and only them (a frozen server, a lost NAT entry): their
+   * bytes are dropped both ways until clear(); connections made later are forwarded faithfully.
+   * With `fromPort`, only the connection whose connector uses that local port.
+   */
+  freezeOpen(fromPort?: number): void {
+    for (const pair of this.pairs) {
+      if (fromPort === undefined || pair.client.remotePort === fromPort) pair.frozen = true;
     }
   }
 
@@ -101,6 +121,7 @@ export class FaultRelay {
   }
 
   private accept(client: Socket): void {
+    this.accepted++;
     client.on('error', () => {});
     if (this.fault?.kind === 'blackhole') {
       // Accepted, never connected onwards, never answered.
@@ -121,6 +142,7 @@ export class FaultRelay {
 
   private pipe(pair: Pair, from: Socket, to: Socket, direction: 'up' | 'down'): void {
     from.on('data', (chunk: Buffer) => {
+      if (pair.frozen) return;
       const fault = this.applies(direction);
       if (!fault) return this.forward(to, chunk, direction);
       switch (fault.kind) {
