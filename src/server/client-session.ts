@@ -36,7 +36,7 @@ import {
   type Verification,
 } from './client-statements.js';
 import { rollbackAndRelease } from './client-timeouts.js';
-import { classifyQuery, mayAffectSession, SessionSettings } from './session-state.js';
+import { classifyQuery, mayAffectSession, NO_SETTINGS, SessionSettings } from './session-state.js';
 import { staleAnswer } from './stale-answer.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
@@ -112,8 +112,11 @@ export interface ClientSessionOptions {
   mode: PoolMode;
   processId: number;
   secretKey: number;
-  /** The ParameterStatus values the client was told at login. */
-  parameters: Map<string, string>;
+  /**
+   * The ParameterStatus values the client was told at login. Read-only: it may be the set shared
+   * by every client of the pool; the session copies it before its first change.
+   */
+  parameters: ReadonlyMap<string, string>;
   maxMessageBytes: number;
   hooks: SessionHooks;
   /** The client's own startup settings, replayed on whichever server it gets. */
@@ -196,7 +199,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   readonly mode: PoolMode;
   readonly processId: number;
   readonly secretKey: number;
-  readonly parameters: Map<string, string>;
+  /** Shared with other clients until a ParameterStatus changes it (see onServerParameterStatus). */
+  private parametersValue: ReadonlyMap<string, string>;
+  private parametersCopied = false;
   private readonly maxMessageBytes: number;
   private readonly hooks: SessionHooks;
   private readonly cache: ResultCache | undefined;
@@ -213,7 +218,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.mode = options.mode;
     this.processId = options.processId;
     this.secretKey = options.secretKey;
-    this.parameters = options.parameters;
+    this.parametersValue = options.parameters;
     this.maxMessageBytes = options.maxMessageBytes;
     this.hooks = options.hooks;
     this.cache = options.cache;
@@ -221,8 +226,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.metrics = options.metrics;
     this.observer = options.metrics?.observer(this.pool.database, this.pool.user);
     this.statements = new ClientStatements(options.metrics?.statementCache);
-    const startup = options.startup ?? new Map<string, string>();
-    this.settings = new SessionSettings(startup);
+    this.settings = new SessionSettings(options.startup ?? NO_SETTINGS);
     this.reader = new FrameReader(CLIENT_INSPECT, this.maxMessageBytes);
     socket.on('data', this.onClientData);
     socket.on('drain', this.onClientDrain);
@@ -235,6 +239,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** Feeds bytes that arrived together with the login. */
   start(leftover: Buffer | undefined): void {
     if (leftover && leftover.length > 0) this.reader.read(leftover, this);
+  }
+
+  /** The ParameterStatus values as this client last heard them. */
+  get parameters(): ReadonlyMap<string, string> {
+    return this.parametersValue;
   }
 
   get user(): string {
@@ -1580,7 +1589,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   }
 
   onServerParameterStatus(name: string, value: string): void {
-    this.parameters.set(name, value);
+    if (this.parametersValue.get(name) === value) return;
+    const own = this.parametersCopied
+      ? (this.parametersValue as Map<string, string>)
+      : new Map(this.parametersValue);
+    own.set(name, value);
+    this.parametersValue = own;
+    this.parametersCopied = true;
   }
 
   onServerLost(server: ServerConnection, err: Error | undefined): void {
