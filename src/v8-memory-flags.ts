@@ -9,10 +9,13 @@ import { setFlagsFromString } from 'node:v8';
  * text, so the slower tier (about 1.3x per uncached parse, measured) is paid on new texts only.
  * The young generation may not grow past its initial 1 MB semi-spaces: a login storm otherwise
  * leaves it at 2 x 16 MB for good, while the proxy's garbage is short-lived per message.
- * SLUICE_V8_TUNING=off leaves V8's defaults (for comparisons).
+ * A flag given to node itself (`node --no-liftoff-only dist/cli.js serve`, or in NODE_OPTIONS)
+ * wins: this one is then left alone.
  */
 export const V8_MEMORY_FLAGS = ['--liftoff-only', '--wasm-lazy-compilation', '--semi-space-growth-factor=1'];
 
-if (process.env.SLUICE_V8_TUNING !== 'off') {
-  for (const flag of V8_MEMORY_FLAGS) setFlagsFromString(flag);
+const given = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`.replaceAll('_', '-');
+for (const flag of V8_MEMORY_FLAGS) {
+  const name = flag.slice(2).split('=')[0]!;
+  if (!given.includes(`--${name}`) && !given.includes(`--no-${name}`)) setFlagsFromString(flag);
 }

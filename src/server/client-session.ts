@@ -126,6 +126,28 @@ export interface ClientSessionOptions {
   metrics?: SluiceMetrics | undefined;
 }
 
+/** The session a client socket belongs to, for the listener functions all sockets share. */
+const SESSION = Symbol('sluice.clientSession');
+type SessionSocket = Socket & { [SESSION]: ClientSession };
+
+// One set of listener functions for every client socket, not four closures per session: the
+// socket is `this` and carries its session.
+function onSocketData(this: Socket, chunk: Buffer): void {
+  (this as SessionSocket)[SESSION].onClientData(chunk);
+}
+
+function onSocketDrain(this: Socket): void {
+  (this as SessionSocket)[SESSION].onClientDrain();
+}
+
+function onSocketClose(this: Socket): void {
+  (this as SessionSocket)[SESSION].close();
+}
+
+function onSocketError(err: Error): void {
+  logger.debug({ err: err.message }, 'client socket error');
+}
+
 export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   server: ServerConnection | null = null;
   closed = false;
@@ -207,8 +229,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private readonly cache: ResultCache | undefined;
   private readonly rules: RuleEngine | undefined;
   private readonly metrics: SluiceMetrics | undefined;
-  /** Per-request timing and digests for metrics; undefined with metrics off. */
-  private readonly observer: QueryObserver | undefined;
+  /** Per-request timing and digests for metrics, made at the first request (see `observer`). */
+  private observerValue: QueryObserver | undefined;
 
   constructor(
     readonly socket: Socket,
@@ -224,14 +246,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.cache = options.cache;
     this.rules = options.rules;
     this.metrics = options.metrics;
-    this.observer = options.metrics?.observer(this.pool.database, this.pool.user);
     this.statements = new ClientStatements(options.metrics?.statementCache);
     this.settings = new SessionSettings(options.startup ?? NO_SETTINGS);
     this.reader = new FrameReader(CLIENT_INSPECT, this.maxMessageBytes);
-    socket.on('data', this.onClientData);
-    socket.on('drain', this.onClientDrain);
-    socket.on('close', this.onClientClose);
-    socket.on('error', this.onClientError);
+    (socket as SessionSocket)[SESSION] = this;
+    socket.on('data', onSocketData);
+    socket.on('drain', onSocketDrain);
+    socket.on('close', onSocketClose);
+    socket.on('error', onSocketError);
     // The login left the socket paused so nothing sent meanwhile was lost.
     socket.resume();
   }
@@ -257,6 +279,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** True while the client waits for a server connection from the pool. */
   get waiting(): boolean {
     return this.acquiring;
+  }
+
+  /** Per-request timing and digests; undefined with metrics off. An idle client never makes one. */
+  private get observer(): QueryObserver | undefined {
+    if (this.observerValue === undefined && this.metrics !== undefined) {
+      this.observerValue = this.metrics.observer(this.pool.database, this.pool.user);
+    }
+    return this.observerValue;
   }
 
   /** One ReadyForQuery will answer a request just counted. */
@@ -328,7 +358,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   // ---- client → server ------------------------------------------------------------------------
 
-  private readonly onClientData = (chunk: Buffer): void => {
+  /** Called by the socket's 'data' listener (onSocketData); not for other callers. */
+  onClientData(chunk: Buffer): void {
     this.activity++;
     // A bug in handling one client's bytes costs that client (XX000), never the process.
     // try/catch costs nothing in V8 while nothing throws.
@@ -337,7 +368,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     } catch (err) {
       this.fail(err as Error);
     }
-  };
+  }
 
   /** Runs a deferred step (a promise callback) so that a bug in it closes only this client. */
   private guarded(step: () => void): void {
@@ -1675,21 +1706,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.close();
   }
 
-  private readonly onClientDrain = (): void => {
+  /** Called by the socket's 'drain' listener (onSocketDrain); not for other callers. */
+  onClientDrain(): void {
     this.server?.resume();
     if (this.pausedForClientDrain) {
       this.pausedForClientDrain = false;
       if (!this.acquiring && !this.cacheParked) this.socket.resume();
     }
-  };
-
-  private readonly onClientError = (err: Error): void => {
-    logger.debug({ err: err.message }, 'client socket error');
-  };
-
-  private readonly onClientClose = (): void => {
-    this.close();
-  };
+  }
 
   close(): void {
     if (this.closed) return;
@@ -1711,7 +1735,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (!this.socket.destroyed) {
       // Drain and discard whatever the client still sends, so its FIN is read even when the
       // socket was paused for backpressure; otherwise a half-closed socket lingers.
-      this.socket.off('data', this.onClientData);
+      this.socket.off('data', onSocketData);
       this.socket.resume();
       this.socket.end();
       this.socket.destroySoon();
