@@ -2,17 +2,14 @@
 // embedded PostgreSQL), the pools, the listener, and stopping them all in order.
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { AdminConsole } from './admin/admin-console.js';
-import { adviseFromDigests } from './admin/observed-advice.js';
-import { ResultCache } from './cache/result-cache.js';
+import type { ResultCache } from './cache/result-cache.js';
 import { ORIGIN_PARAMETER } from './cache/write-notify.js';
 import type { SluiceConfig } from './config/schema.js';
 import { loadUsers } from './config/users.js';
-import { type RunningPostgres, startEmbeddedPostgres } from './embedded/embedded-postgres.js';
-import { ensureSelfSignedPair } from './embedded/self-signed-tls.js';
-import { migrateOnStart } from './migrate/on-start.js';
-import { ObserveHttpServer, parseHttpAddress } from './observe/http-server.js';
+import type { RunningPostgres } from './embedded/embedded-postgres.js';
+import type { ObserveHttpServer } from './observe/http-server.js';
 import { logger } from './observe/logger.js';
 import { SluiceMetrics } from './observe/metrics.js';
 import { PoolManager, type UpstreamEndpoint } from './pool/pool-manager.js';
@@ -20,9 +17,9 @@ import { parseUpstreamTls, type UpstreamTls } from './pool/upstream-tls.js';
 import { ProxyError } from './protocol/proxy-error.js';
 import { SqlState } from './protocol/sqlstate.js';
 import { loadQueryParser, QueryAnalyzer } from './query/analysis.js';
-import { type CatalogConnection, CatalogRegistry } from './query/catalog-registry.js';
-import { RuleEngine } from './rules/rule-engine.js';
-import { RulesWatcher } from './rules/watcher.js';
+import type { CatalogConnection } from './query/catalog-registry.js';
+import type { RuleEngine } from './rules/rule-engine.js';
+import type { RulesWatcher } from './rules/watcher.js';
 import { type ClientTls, loadClientTls } from './server/client-tls.js';
 import { ProxyServer } from './server/proxy-server.js';
 
@@ -107,7 +104,10 @@ export async function startSluice(
   let upstreamUrl = config.upstream;
   let tlsFiles =
     config.tls_cert && config.tls_key ? { certFile: config.tls_cert, keyFile: config.tls_key } : undefined;
+  // What a configuration does not use is not imported (see docs: memory with many clients): the
+  // embedded PostgreSQL, migrations, the cache (pg, ioredis), the rules engine, the HTTP server.
   if (!upstreamUrl) {
+    const { startEmbeddedPostgres } = await import('./embedded/embedded-postgres.js');
     const dataDir = config.embedded.data_dir ?? defaultEmbeddedDataDir();
     embedded = await startEmbeddedPostgres({
       persistent: true,
@@ -117,6 +117,7 @@ export async function startSluice(
     upstreamUrl = embedded.url;
   }
   if (config.migrate_on_start ?? embedded !== undefined) {
+    const { migrateOnStart } = await import('./migrate/on-start.js');
     await migrateOnStart(upstreamUrl).catch(async (err: unknown) => {
       await embedded?.stop();
       throw err;
@@ -125,7 +126,10 @@ export async function startSluice(
   let tls: ClientTls | undefined;
   try {
     // The embedded default speaks TLS out of the box, with a pair made once beside its data.
-    if (embedded) tlsFiles ??= await ensureSelfSignedPair(path.dirname(embedded.dataDir));
+    if (embedded && !tlsFiles) {
+      const { ensureSelfSignedPair } = await import('./embedded/self-signed-tls.js');
+      tlsFiles = await ensureSelfSignedPair(path.dirname(embedded.dataDir));
+    }
     tls = tlsFiles && loadClientTls(tlsFiles.certFile, tlsFiles.keyFile, config.tls_required === true);
   } catch (err) {
     await embedded?.stop();
@@ -169,8 +173,9 @@ export async function startSluice(
       return stored === undefined || stored.startsWith('SCRAM-SHA-256$') ? undefined : stored;
     },
   });
-  const cache = config.cache ? createResultCache(config, upstream) : undefined;
+  let cache: ResultCache | undefined;
   try {
+    cache = config.cache ? await createResultCache(config, upstream) : undefined;
     await cache?.start();
   } catch (err) {
     pools.close();
@@ -179,10 +184,14 @@ export async function startSluice(
   }
   let watcher: RulesWatcher | undefined;
   let rules: RuleEngine | undefined;
+  let RulesWatcherClass: typeof RulesWatcher | undefined;
   if (config.rules !== undefined) {
+    let RuleEngineClass: typeof RuleEngine;
     try {
+      ({ RulesWatcher: RulesWatcherClass } = await import('./rules/watcher.js'));
+      ({ RuleEngine: RuleEngineClass } = await import('./rules/rule-engine.js'));
       await loadQueryParser();
-      watcher = new RulesWatcher(config.rules, {
+      watcher = new RulesWatcherClass(config.rules, {
         onReload: (set) =>
           logger.info({ rules: set.rules.length, files: set.files.length }, 'rules reloaded'),
         onError: (err) =>
@@ -196,7 +205,7 @@ export async function startSluice(
       throw err;
     }
     // Through a getter, so RELOAD can put a watcher of another directory in its place.
-    rules = new RuleEngine(
+    rules = new RuleEngineClass(
       {
         get current() {
           return watcher!.current;
@@ -229,8 +238,13 @@ export async function startSluice(
       } catch (err) {
         throw new ProxyError(SqlState.ConfigFileError, `RELOAD refused: ${(err as Error).message}`);
       }
-      if (next.rules !== current.rules && next.rules !== undefined && rules !== undefined) {
-        const replacement = new RulesWatcher(next.rules, {
+      if (
+        next.rules !== current.rules &&
+        next.rules !== undefined &&
+        rules !== undefined &&
+        RulesWatcherClass !== undefined
+      ) {
+        const replacement = new RulesWatcherClass(next.rules, {
           onReload: (set) =>
             logger.info({ rules: set.rules.length, files: set.files.length }, 'rules reloaded'),
           onError: (err) =>
@@ -274,7 +288,10 @@ export async function startSluice(
     rules: () => (rules ? { engine: rules, watcher } : undefined),
     config: () => current,
     reload,
-    advise: (database) => adviseFromDigests(metrics?.digests, pools.stats(), upstream, database),
+    advise: async (database) => {
+      const { adviseFromDigests } = await import('./admin/observed-advice.js');
+      return adviseFromDigests(metrics?.digests, pools.stats(), upstream, database);
+    },
     shutdown: () => {
       stopSluice().then(
         () => startOptions.onShutdown?.(),
@@ -319,6 +336,7 @@ export async function startSluice(
   }
   let http: RunningSluice['http'];
   if (config.http !== undefined) {
+    const { ObserveHttpServer, parseHttpAddress } = await import('./observe/http-server.js');
     const server = new ObserveHttpServer({
       ...parseHttpAddress(config.http),
       metrics,
@@ -434,7 +452,12 @@ function statusOf(
  * The result cache, reading each database's catalog as the upstream URL's user (the catalog
  * tables it needs are readable by every role).
  */
-function createResultCache(config: SluiceConfig, upstream: UpstreamEndpoint): ResultCache {
+async function createResultCache(config: SluiceConfig, upstream: UpstreamEndpoint): Promise<ResultCache> {
+  const [{ default: pg }, { CatalogRegistry }, { ResultCache }] = await Promise.all([
+    import('pg'),
+    import('./query/catalog-registry.js'),
+    import('./cache/result-cache.js'),
+  ]);
   const connect = async (database: string, applicationName: string): Promise<pg.Client> => {
     const client = new pg.Client({
       host: upstream.host,

@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 // Owns the command line: parses flags with commander and hands them to the config loader and
 // startSluice. No logic lives here beyond wiring and signal handling.
+// First: V8 flags that must be in force before the rest is loaded.
+import './v8-memory-flags.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { startSluice } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
-import { runMigrate, runSeed } from './migrate/commands.js';
 import { logger } from './observe/logger.js';
-import { advise } from './rules/advise-command.js';
-import { checkRules, explainStatement } from './rules/commands.js';
-import { loadRulesDir, RulesError } from './rules/loader.js';
-import { SEED_DEFAULTS } from './seed/seed.js';
+import { SEED_DEFAULTS } from './seed/defaults.js';
+
+// Each command imports what it runs when it runs: a proxy holding many idle clients should not
+// carry the migration runner, the seeder or the advisor (and pg with them) in its memory.
+const loadRulesModule = () => import('./rules/loader.js');
 
 function nonNegativeNumber(value: string): number {
   const n = Number(value);
@@ -167,10 +168,12 @@ program
       }
       throw err;
     }
+    const { startSluice } = await import('./app.js');
     let sluice: Awaited<ReturnType<typeof startSluice>>;
     try {
       sluice = await startSluice(config, { reloadConfig: load, onShutdown: () => process.exit(0) });
     } catch (err) {
+      const { RulesError } = await loadRulesModule();
       if (err instanceof RulesError) {
         process.stderr.write(`sluice: rules refused:\n${err.problems.join('\n')}\n`);
         process.exit(2);
@@ -215,6 +218,7 @@ rules
   .description('load a rules directory and run the test cases its files carry (exit 1 on a failure)')
   .argument('[dir]', 'rules directory', 'rules')
   .action(async (dir: string) => {
+    const { checkRules } = await import('./rules/commands.js');
     await runRulesCommand(() => checkRules(dir));
   });
 
@@ -227,6 +231,8 @@ rules
   .option('--database <name>', 'database to match rules against', 'postgres')
   .option('--application-name <name>', 'application_name to match rules against')
   .action(async (sql: string, flags: Record<string, string | undefined>) => {
+    const { explainStatement } = await import('./rules/commands.js');
+    const { loadRulesDir } = await loadRulesModule();
     await runRulesCommand(() =>
       explainStatement(sql, loadRulesDir(flags.rules ?? 'rules'), {
         user: flags.user ?? 'postgres',
@@ -245,6 +251,7 @@ async function runRulesCommand(run: () => Promise<{ text: string; code: number }
     process.stdout.write(`${text}\n`);
     process.exitCode = code;
   } catch (err) {
+    const { RulesError } = await loadRulesModule();
     if (err instanceof RulesError) {
       process.stderr.write(`sluice: rules refused:\n${err.problems.join('\n')}\n`);
       process.exitCode = 2;
@@ -269,6 +276,7 @@ program
   .option('--min-rows <n>', 'leave tables with fewer rows alone', '1000')
   .action(async (flags: Record<string, string | undefined>) => {
     logger.level = 'warn';
+    const { advise } = await import('./rules/advise-command.js');
     const { text, code } = await advise({
       upstream: flags.upstream!,
       database: flags.database,
@@ -320,6 +328,7 @@ targetOptions(migrate.command('up'))
       .default('auto'),
   )
   .action(async (n: number | undefined, flags: Record<string, unknown>) => {
+    const { runMigrate } = await import('./migrate/commands.js');
     process.exitCode = await runMigrate('up', n, migrateFlags(flags), printLine);
   });
 
@@ -328,12 +337,14 @@ targetOptions(migrate.command('down'))
   .argument('[n]', 'how many to revert, 0 for all', nonNegativeInt, 1)
   .option('--force', 'accept applied migrations whose file changed')
   .action(async (n: number, flags: Record<string, unknown>) => {
+    const { runMigrate } = await import('./migrate/commands.js');
     process.exitCode = await runMigrate('down', n, migrateFlags(flags), printLine);
   });
 
 targetOptions(migrate.command('status'))
   .description('show the version, each migration and how time-series tables are stored')
   .action(async (flags: Record<string, unknown>) => {
+    const { runMigrate } = await import('./migrate/commands.js');
     process.exitCode = await runMigrate('status', undefined, migrateFlags(flags), printLine);
   });
 
@@ -343,6 +354,7 @@ migrate
   .argument('<name>', 'what the migration does, e.g. add_fills')
   .option('--dir <dir>', 'migrations directory', 'migrations')
   .action(async (name: string, flags: Record<string, unknown>) => {
+    const { runMigrate } = await import('./migrate/commands.js');
     process.exitCode = await runMigrate('new', name, migrateFlags(flags), printLine);
   });
 
@@ -375,6 +387,7 @@ program
       process.exitCode = 2;
       return;
     }
+    const { runSeed } = await import('./migrate/commands.js');
     process.exitCode = await runSeed(
       (flags.upstream as string | undefined) ?? process.env.SLUICE_UPSTREAM,
       {

@@ -1,7 +1,14 @@
 // Owns the shared tier of the result cache: response Buffers in Redis over one ioredis connection,
 // with reads bounded in time and a small breaker so a sick Redis costs callers nothing.
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
+
 import { logger } from '../observe/logger.js';
+
+/** ioredis, loaded when a Redis URL is configured: a cache without one never carries it. */
+export function loadRedisClass(): typeof Redis {
+  return (createRequire(import.meta.url)('ioredis') as typeof import('ioredis')).Redis;
+}
 
 export interface RedisTierOptions {
   url: string;
@@ -50,7 +57,8 @@ export class RedisTier {
   constructor(opts: RedisTierOptions) {
     this.getTimeoutMs = opts.getTimeoutMs ?? 50;
     this.onStateChange = opts.onStateChange;
-    this.client = new Redis(opts.url, {
+    const RedisClass = loadRedisClass();
+    this.client = new RedisClass(opts.url, {
       keyPrefix: opts.keyPrefix ?? 'sluice:',
       lazyConnect: true,
       // Fail at once while disconnected instead of queueing: a cache that waits is slower than

@@ -22,9 +22,9 @@
 //   the hash's `generation` (random, created once per hash), so losing the hash cannot bring back
 //   keys from before the loss.
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { logger } from '../observe/logger.js';
-import { redisRetryDelay } from './redis-tier.js';
+import { loadRedisClass, redisRetryDelay } from './redis-tier.js';
 
 export interface TableVersionsOptions {
   /** Names this instance in bus messages and logs; tokens always carry a random part as well. */
@@ -159,6 +159,7 @@ export class TableVersions {
       retryStrategy: redisRetryDelay,
       commandTimeout: COMMAND_TIMEOUT_MS,
     };
+    const Redis = loadRedisClass();
     const cmd = new Redis(this.redisUrl, { ...common, connectionName: 'sluice-versions' }) as BumpClient;
     cmd.defineCommand('sluiceBump', { numberOfKeys: 1, lua: BUMP_SCRIPT });
     // Resubscribed by us on 'ready', where the load that must follow the subscription is started.

@@ -2,7 +2,8 @@
 // (in rising precedence), and turning validation failures into messages that name the key and,
 // for the file, its line and column.
 import { readFileSync } from 'node:fs';
-import { isMap, LineCounter, parseDocument } from 'yaml';
+import { createRequire } from 'node:module';
+import type { Document } from 'yaml';
 import type { z } from 'zod';
 import { booleanKeys, type ConfigInput, configSchema, numericKeys, type SluiceConfig } from './schema.js';
 
@@ -18,6 +19,11 @@ interface Source {
   describe(path: readonly PropertyKey[]): string;
 }
 
+/** yaml, loaded only when a configuration file is given (loadConfig is synchronous). */
+function loadYaml(): typeof import('yaml') {
+  return createRequire(import.meta.url)('yaml') as typeof import('yaml');
+}
+
 function fileSource(file: string): Source {
   let text: string;
   try {
@@ -25,8 +31,9 @@ function fileSource(file: string): Source {
   } catch (err) {
     throw new ConfigError([`${file}: cannot read: ${(err as Error).message}`]);
   }
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  const yaml = loadYaml();
+  const lineCounter = new yaml.LineCounter();
+  const doc = yaml.parseDocument(text, { lineCounter, prettyErrors: false });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       doc.errors.map((e) => {
@@ -36,7 +43,7 @@ function fileSource(file: string): Source {
     );
   }
   const values = doc.contents === null ? {} : doc.toJS();
-  if (!isMap(doc.contents) && doc.contents !== null) {
+  if (!yaml.isMap(doc.contents) && doc.contents !== null) {
     throw new ConfigError([`${file}:1:1: expected a mapping of configuration keys`]);
   }
   return {
@@ -61,11 +68,11 @@ function fileSource(file: string): Source {
 
 /** The key scalar of the pair at `path`, so errors point at the key ops typed, not its value. */
 function findKeyNode(
-  doc: ReturnType<typeof parseDocument>,
+  doc: Document.Parsed,
   path: readonly PropertyKey[],
 ): { range?: [number, number] } | undefined {
   const parent = doc.getIn(path.slice(0, -1) as unknown[], true) ?? (path.length === 1 ? doc.contents : null);
-  if (!isMap(parent)) return undefined;
+  if (!loadYaml().isMap(parent)) return undefined;
   const last = path[path.length - 1];
   for (const item of parent.items) {
     const key = item.key as { value?: unknown; range?: [number, number] } | null;

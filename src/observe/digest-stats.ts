@@ -2,7 +2,10 @@
 // get their own `digest` label on the query-duration histogram: a bounded set of entries, the
 // heaviest by time spent, everything else folded into `other`.
 import { createHash } from 'node:crypto';
-import { build, type Histogram } from 'hdr-histogram-js';
+import type { Histogram } from 'hdr-histogram-js';
+// The plain-JS histograms only: the package's index also loads its WebAssembly variant (a base64
+// module, pako, the AssemblyScript loader), about 3.5 MB resident that build() never uses here.
+import { constructorFromBucketSize } from 'hdr-histogram-js/dist/JsHistogramFactory.js';
 import { BucketSeries, QUERY_BUCKETS } from './buckets.js';
 
 export interface DigestEntry {
@@ -31,6 +34,15 @@ export interface DigestStatsOptions {
 
 /** Prometheus label values are bounded in length too: long digests are cut. */
 const MAX_LABEL_CHARS = 200;
+
+const Int32Histogram = constructorFromBucketSize(32);
+
+/** What hdr-histogram-js's build({ numberOfSignificantValueDigits: 2 }) makes. */
+function newLatencyHistogram(): Histogram {
+  const histogram = new Int32Histogram(1, 2, 2);
+  histogram.autoResize = true;
+  return histogram;
+}
 
 export class DigestStats {
   /** By pool, then digest: no key string is built per statement. */
@@ -70,7 +82,7 @@ export class DigestStats {
       cacheHits: 0,
       // 2 significant digits, auto-resizing: 4 KiB for sub-second values. (Packed buckets are
       // smaller but cost 1.5 µs per record against 0.35 µs here.)
-      latency: build({ numberOfSignificantValueDigits: 2 }),
+      latency: newLatencyHistogram(),
       sink: this.other(pool),
       labelled: false,
     };

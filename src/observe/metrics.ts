@@ -3,7 +3,7 @@
 // callbacks that read pools, sessions and the cache when /metrics is scraped.
 
 import { LRUCache } from 'lru-cache';
-import { Counter, Gauge, type Metric, Registry } from 'prom-client';
+import type { Metric, Registry } from 'prom-client';
 import { digestOf, type QueryAnalyzer } from '../query/analysis.js';
 import { literalShape } from '../query/literal-shape.js';
 import { BucketHistogramMetric, BucketSeries, WAIT_BUCKETS } from './buckets.js';
@@ -64,8 +64,22 @@ export function poolLabel(database: string, user: string): string {
 /** Text (or literal shape) → digest, so a repeated statement costs a Map lookup and no parse. */
 const DIGEST_TEXTS = 10_000;
 
+type PromClient = typeof import('prom-client');
+/** One metric's registration, run once prom-client is loaded. */
+type Definition = (prom: PromClient, registry: Registry) => void;
+
+/** prom-client's Registry.PROMETHEUS_CONTENT_TYPE, for before the first scrape. */
+const PROMETHEUS_TEXT = 'text/plain; version=0.0.4; charset=utf-8';
+
 export class SluiceMetrics {
-  readonly registry = new Registry();
+  /**
+   * Built at the first scrape: prom-client (about 4 MB resident) is only loaded when something
+   * reads /metrics. Until then the metrics are plain numbers and closures that read them.
+   */
+  private registryValue: Registry | undefined;
+  private registryLoading: Promise<Registry> | undefined;
+  private prom: PromClient | undefined;
+  private readonly definitions: Definition[] = [];
   /** The plan cache (prepared statements reused on a server), counted by ClientStatements. */
   readonly statementCache = { hits: 0, misses: 0, verified: 0, changed: 0 };
   readonly digests: DigestStats;
@@ -168,11 +182,29 @@ export class SluiceMetrics {
   // ---- scrape side -------------------------------------------------------------------------------
 
   get contentType(): string {
-    return this.registry.contentType;
+    return this.registryValue?.contentType ?? PROMETHEUS_TEXT;
   }
 
-  scrape(): Promise<string> {
-    return this.registry.metrics();
+  async scrape(): Promise<string> {
+    return (await this.registry()).metrics();
+  }
+
+  /** This instance's prom-client Registry (loading prom-client the first time). */
+  registry(): Promise<Registry> {
+    this.registryLoading ??= import('prom-client').then((prom) => {
+      const registry = new prom.Registry();
+      for (const define of this.definitions) define(prom, registry);
+      this.prom = prom;
+      this.registryValue = registry;
+      return registry;
+    });
+    return this.registryLoading;
+  }
+
+  private define(definition: Definition): void {
+    this.definitions.push(definition);
+    if (this.prom !== undefined && this.registryValue !== undefined)
+      definition(this.prom, this.registryValue);
   }
 
   /**
@@ -185,18 +217,21 @@ export class SluiceMetrics {
     labelNames: readonly string[],
     read: () => number | Iterable<Sample>,
   ): void {
-    new Gauge({
-      name,
-      help,
-      labelNames: [...labelNames],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        const value = read();
-        if (typeof value === 'number') this.set(value);
-        else for (const [labels, v] of value) this.set(labels, v);
-      },
-    });
+    this.define(
+      (prom, registry) =>
+        new prom.Gauge({
+          name,
+          help,
+          labelNames: [...labelNames],
+          registers: [registry],
+          collect() {
+            this.reset();
+            const value = read();
+            if (typeof value === 'number') this.set(value);
+            else for (const [labels, v] of value) this.set(labels, v);
+          },
+        }),
+    );
   }
 
   /** A counter read at scrape time from a plain number (or labelled numbers) kept elsewhere. */
@@ -206,23 +241,26 @@ export class SluiceMetrics {
     labelNames: readonly string[],
     read: () => number | Iterable<Sample>,
   ): void {
-    new Counter({
-      name,
-      help,
-      labelNames: [...labelNames],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        const value = read();
-        if (typeof value === 'number') this.inc(value);
-        else for (const [labels, v] of value) this.inc(labels, v);
-      },
-    });
+    this.define(
+      (prom, registry) =>
+        new prom.Counter({
+          name,
+          help,
+          labelNames: [...labelNames],
+          registers: [registry],
+          collect() {
+            this.reset();
+            const value = read();
+            if (typeof value === 'number') this.inc(value);
+            else for (const [labels, v] of value) this.inc(labels, v);
+          },
+        }),
+    );
   }
 
   private histogram(metric: BucketHistogramMetric): void {
     // prom-client reads get() and getForPromString(); its Metric type is a union of its classes.
-    this.registry.registerMetric(metric as unknown as Metric);
+    this.define((_prom, registry) => registry.registerMetric(metric as unknown as Metric));
   }
 
   private defineMetrics(): void {

@@ -10,13 +10,17 @@ import type { SluiceMetrics } from './metrics.js';
 /** Named statements remembered per session; beyond this the map starts afresh. */
 const MAX_NAMED = 1000;
 
+/** Never written to (see QueryObserver.named). */
+const NO_NAMED = new Map<string, DigestEntry>();
+
 export class QueryObserver {
   /** Requests sent and not yet answered (FIFO, as their ReadyForQuery replies arrive). */
   private readonly pendingEntries: (DigestEntry | undefined)[] = [];
   private readonly pendingSince: number[] = [];
   private current: DigestEntry | undefined;
   private unnamed: DigestEntry | undefined;
-  private readonly named = new Map<string, DigestEntry>();
+  /** Shared and empty until the first named Parse: an idle client carries no Map of its own. */
+  private named = NO_NAMED;
   private lastReadyAt = 0;
   private acquireStartedAt = 0;
   private acquiredAt = 0;
@@ -42,7 +46,7 @@ export class QueryObserver {
     if (name === '' || name === undefined) {
       this.unnamed = entry;
     } else {
-      if (this.named.size >= MAX_NAMED) this.named.clear();
+      if (this.named === NO_NAMED || this.named.size >= MAX_NAMED) this.named = new Map();
       this.named.set(name, entry);
     }
     this.current = entry;

@@ -21,14 +21,7 @@ export interface SeedOptions {
   log?: (line: string) => void;
 }
 
-export const SEED_DEFAULTS = {
-  bots: 3,
-  symbols: 500,
-  days: 7,
-  seed: 1,
-  tickMinutes: 60,
-  ticksPerMinute: 5,
-} as const satisfies Partial<SeedOptions>;
+export { SEED_DEFAULTS } from './defaults.js';
 
 export interface SeedReport {
   tables: Array<{ table: string; rows: number; seconds: number; rowsPerSecond: number }>;

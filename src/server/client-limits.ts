@@ -15,8 +15,11 @@ export class ClientLimits {
 
   constructor(private readonly settings: ClientLimitSettings) {}
 
-  /** Counts the client in, or throws 53300 (worded as PostgreSQL's per-role and per-database limits). */
-  admit(user: string, database: string): () => void {
+  /**
+   * Counts the client in, or throws 53300 (worded as PostgreSQL's per-role and per-database
+   * limits); `release` with the same names counts it out.
+   */
+  admit(user: string, database: string): void {
     const { perUser, perDatabase } = this.settings;
     const userCount = this.users.get(user) ?? 0;
     const databaseCount = this.databases.get(database) ?? 0;
@@ -34,13 +37,11 @@ export class ClientLimits {
     }
     this.users.set(user, userCount + 1);
     this.databases.set(database, databaseCount + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      decrement(this.users, user);
-      decrement(this.databases, database);
-    };
+  }
+
+  release(user: string, database: string): void {
+    decrement(this.users, user);
+    decrement(this.databases, database);
   }
 }
 

@@ -37,7 +37,7 @@ import {
   type Verification,
 } from './client-statements.js';
 import { rollbackAndRelease } from './client-timeouts.js';
-import { classifyQuery, mayAffectSession, SessionSettings } from './session-state.js';
+import { classifyQuery, mayAffectSession, NO_SETTINGS, SessionSettings } from './session-state.js';
 import { staleAnswer } from './stale-answer.js';
 
 export type PoolMode = 'session' | 'transaction' | 'statement';
@@ -113,8 +113,11 @@ export interface ClientSessionOptions {
   mode: PoolMode;
   processId: number;
   secretKey: number;
-  /** The ParameterStatus values the client was told at login. */
-  parameters: Map<string, string>;
+  /**
+   * The ParameterStatus values the client was told at login. Read-only: it may be the set shared
+   * by every client of the pool; the session copies it before its first change.
+   */
+  parameters: ReadonlyMap<string, string>;
   maxMessageBytes: number;
   hooks: SessionHooks;
   /** The client's own startup settings, replayed on whichever server it gets. */
@@ -122,6 +125,28 @@ export interface ClientSessionOptions {
   cache?: ResultCache | undefined;
   rules?: RuleEngine | undefined;
   metrics?: SluiceMetrics | undefined;
+}
+
+/** The session a client socket belongs to, for the listener functions all sockets share. */
+const SESSION = Symbol('sluice.clientSession');
+type SessionSocket = Socket & { [SESSION]: ClientSession };
+
+// One set of listener functions for every client socket, not four closures per session: the
+// socket is `this` and carries its session.
+function onSocketData(this: Socket, chunk: Buffer): void {
+  (this as SessionSocket)[SESSION].onClientData(chunk);
+}
+
+function onSocketDrain(this: Socket): void {
+  (this as SessionSocket)[SESSION].onClientDrain();
+}
+
+function onSocketClose(this: Socket): void {
+  (this as SessionSocket)[SESSION].close();
+}
+
+function onSocketError(err: Error): void {
+  logger.debug({ err: err.message }, 'client socket error');
 }
 
 export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
@@ -197,14 +222,16 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   readonly mode: PoolMode;
   readonly processId: number;
   readonly secretKey: number;
-  readonly parameters: Map<string, string>;
+  /** Shared with other clients until a ParameterStatus changes it (see onServerParameterStatus). */
+  private parametersValue: ReadonlyMap<string, string>;
+  private parametersCopied = false;
   private readonly maxMessageBytes: number;
   private readonly hooks: SessionHooks;
   private readonly cache: ResultCache | undefined;
   private readonly rules: RuleEngine | undefined;
   private readonly metrics: SluiceMetrics | undefined;
-  /** Per-request timing and digests for metrics; undefined with metrics off. */
-  private readonly observer: QueryObserver | undefined;
+  /** Per-request timing and digests for metrics, made at the first request (see `observer`). */
+  private observerValue: QueryObserver | undefined;
 
   constructor(
     readonly socket: Socket,
@@ -214,21 +241,20 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.mode = options.mode;
     this.processId = options.processId;
     this.secretKey = options.secretKey;
-    this.parameters = options.parameters;
+    this.parametersValue = options.parameters;
     this.maxMessageBytes = options.maxMessageBytes;
     this.hooks = options.hooks;
     this.cache = options.cache;
     this.rules = options.rules;
     this.metrics = options.metrics;
-    this.observer = options.metrics?.observer(this.pool.database, this.pool.user);
     this.statements = new ClientStatements(options.metrics?.statementCache);
-    const startup = options.startup ?? new Map<string, string>();
-    this.settings = new SessionSettings(startup);
+    this.settings = new SessionSettings(options.startup ?? NO_SETTINGS);
     this.reader = new FrameReader(CLIENT_INSPECT, this.maxMessageBytes);
-    socket.on('data', this.onClientData);
-    socket.on('drain', this.onClientDrain);
-    socket.on('close', this.onClientClose);
-    socket.on('error', this.onClientError);
+    (socket as SessionSocket)[SESSION] = this;
+    socket.on('data', onSocketData);
+    socket.on('drain', onSocketDrain);
+    socket.on('close', onSocketClose);
+    socket.on('error', onSocketError);
     // The login left the socket paused so nothing sent meanwhile was lost.
     socket.resume();
   }
@@ -236,6 +262,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** Feeds bytes that arrived together with the login. */
   start(leftover: Buffer | undefined): void {
     if (leftover && leftover.length > 0) this.reader.read(leftover, this);
+  }
+
+  /** The ParameterStatus values as this client last heard them. */
+  get parameters(): ReadonlyMap<string, string> {
+    return this.parametersValue;
   }
 
   get user(): string {
@@ -249,6 +280,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** True while the client waits for a server connection from the pool. */
   get waiting(): boolean {
     return this.acquiring;
+  }
+
+  /** Per-request timing and digests; undefined with metrics off. An idle client never makes one. */
+  private get observer(): QueryObserver | undefined {
+    if (this.observerValue === undefined && this.metrics !== undefined) {
+      this.observerValue = this.metrics.observer(this.pool.database, this.pool.user);
+    }
+    return this.observerValue;
   }
 
   /** One ReadyForQuery will answer a request just counted. */
@@ -320,7 +359,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
 
   // ---- client → server ------------------------------------------------------------------------
 
-  private readonly onClientData = (chunk: Buffer): void => {
+  /** Called by the socket's 'data' listener (onSocketData); not for other callers. */
+  onClientData(chunk: Buffer): void {
     this.activity++;
     // A bug in handling one client's bytes costs that client (XX000), never the process.
     // try/catch costs nothing in V8 while nothing throws.
@@ -329,7 +369,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     } catch (err) {
       this.fail(err as Error);
     }
-  };
+  }
 
   /** Runs a deferred step (a promise callback) so that a bug in it closes only this client. */
   private guarded(step: () => void): void {
@@ -1605,7 +1645,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   }
 
   onServerParameterStatus(name: string, value: string): void {
-    this.parameters.set(name, value);
+    if (this.parametersValue.get(name) === value) return;
+    const own = this.parametersCopied
+      ? (this.parametersValue as Map<string, string>)
+      : new Map(this.parametersValue);
+    own.set(name, value);
+    this.parametersValue = own;
+    this.parametersCopied = true;
   }
 
   onServerLost(server: ServerConnection, err: Error | undefined): void {
@@ -1746,21 +1792,14 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.close();
   }
 
-  private readonly onClientDrain = (): void => {
+  /** Called by the socket's 'drain' listener (onSocketDrain); not for other callers. */
+  onClientDrain(): void {
     this.server?.resume();
     if (this.pausedForClientDrain) {
       this.pausedForClientDrain = false;
       if (!this.acquiring && !this.cacheParked) this.socket.resume();
     }
-  };
-
-  private readonly onClientError = (err: Error): void => {
-    logger.debug({ err: err.message }, 'client socket error');
-  };
-
-  private readonly onClientClose = (): void => {
-    this.close();
-  };
+  }
 
   close(): void {
     if (this.closed) return;
@@ -1782,7 +1821,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (!this.socket.destroyed) {
       // Drain and discard whatever the client still sends, so its FIN is read even when the
       // socket was paused for backpressure; otherwise a half-closed socket lingers.
-      this.socket.off('data', this.onClientData);
+      this.socket.off('data', onSocketData);
       this.socket.resume();
       this.socket.end();
       this.socket.destroySoon();

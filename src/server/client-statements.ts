@@ -154,11 +154,15 @@ const CACHED_PLAN_CHANGED = createErrorResponse({
 });
 const DESCRIBE_PORTAL = 0x50; // 'P'
 
+/** Never written to (see ClientStatements.statements). */
+const NO_STATEMENTS = new Map<string, PreparedStatement>();
+
 export class ClientStatements {
   /** Counters of the running Sluice this session belongs to (the module's when there is none). */
   constructor(private readonly cacheStats: typeof statementCacheStats = statementCacheStats) {}
 
-  private readonly statements = new Map<string, PreparedStatement>();
+  /** Shared and empty until the first named statement: an idle client carries no Map of its own. */
+  private statements = NO_STATEMENTS;
   private expected: Expected[] = [];
   /** Statements referenced while no server was assigned: checked against the server we get. */
   private neededAtAttach: PreparedStatement[] = [];
@@ -245,6 +249,7 @@ export class ClientStatements {
       broken: false,
       verifying: undefined,
     };
+    if (this.statements === NO_STATEMENTS) this.statements = new Map();
     this.statements.set(name, statement);
     return statement;
   }

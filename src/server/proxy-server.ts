@@ -20,10 +20,10 @@ import { SqlState } from '../protocol/sqlstate.js';
 import type { RuleEngine } from '../rules/rule-engine.js';
 import { ClientLimits } from './client-limits.js';
 import { type AuthMethod, ClientGone, runLogin } from './client-login.js';
-import { ClientSession, type PoolMode } from './client-session.js';
+import { ClientSession, type PoolMode, type SessionHooks } from './client-session.js';
 import { IdleSweeper } from './client-timeouts.js';
 import type { ClientTls } from './client-tls.js';
-import { SessionSettings, startupSettings } from './session-state.js';
+import { NO_SETTINGS, SessionSettings, startupSettings } from './session-state.js';
 
 export interface ProxyServerOptions {
   host: string;
@@ -50,6 +50,18 @@ export interface ProxyServerOptions {
   keepAliveMs?: number | undefined;
 }
 
+/** Logged at debug only; one function for every socket rather than a closure each. */
+function onLoginSocketError(err: Error): void {
+  logger.debug({ err: err.message }, 'client socket error during login');
+}
+
+/** The ParameterStatus set a pool's clients are told when their startup changes none of it. */
+interface SharedWelcome {
+  parameters: ReadonlyMap<string, string>;
+  /** Its ParameterStatus messages, encoded once. */
+  bytes: Buffer;
+}
+
 /** The server's spelling of a reported parameter (e.g. DateStyle for datestyle). */
 function reportedName(serverParameters: ReadonlyMap<string, string>, key: string): string | undefined {
   const lower = key.toLowerCase();
@@ -69,14 +81,14 @@ function sameEncoding(a: string, b: string): boolean {
 function clientStartupSettings(
   parameters: ReadonlyMap<string, string>,
   serverParameters: ReadonlyMap<string, string>,
-): Map<string, string> {
+): ReadonlyMap<string, string> {
   const settings = startupSettings(parameters);
   const encoding = parameters.get('client_encoding');
   const serverEncoding = serverParameters.get('client_encoding');
   if (encoding !== undefined && serverEncoding !== undefined && sameEncoding(encoding, serverEncoding)) {
     settings.delete('client_encoding');
   }
-  return settings;
+  return settings.size === 0 ? NO_SETTINGS : settings;
 }
 
 export class ProxyServer {
@@ -90,6 +102,11 @@ export class ProxyServer {
   private draining = false;
   private readonly limits: ClientLimits;
   private readonly sweeper: IdleSweeper;
+  /** One per server parameter set (one per pool): shared, read-only, by every client it fits. */
+  private readonly sharedWelcomes = new WeakMap<ReadonlyMap<string, string>, SharedWelcome>();
+  private readonly sessionHooks: SessionHooks = {
+    onSessionClosed: (s) => this.sessions.delete(s.processId),
+  };
 
   constructor(private readonly options: ProxyServerOptions) {
     this.limits = new ClientLimits({
@@ -130,7 +147,7 @@ export class ProxyServer {
     if (this.options.keepAliveMs !== undefined) socket.setKeepAlive(true, this.options.keepAliveMs);
     this.clientCount++;
     this.pending.add(socket);
-    socket.on('error', (err) => logger.debug({ err: err.message }, 'client socket error during login'));
+    socket.on('error', onLoginSocketError);
     // Destroying the accepted socket also ends a TLS socket layered on it.
     this.login(socket).finally(() => this.pending.delete(socket));
   }
@@ -139,14 +156,17 @@ export class ProxyServer {
     const { options } = this;
     // Becomes the TLSSocket once the client asked for TLS; errors and the session use it.
     let socket = raw;
-    let counted = true;
-    const uncount = () => {
-      if (counted) {
-        counted = false;
-        this.clientCount--;
+    // Set once the client counts against the limits. One listener per client (not once(), whose
+    // wrapper costs more) that keeps only these two names alive after login.
+    let admittedAs: { user: string; database: string } | undefined;
+    raw.on('close', () => {
+      this.clientCount--;
+      if (admittedAs !== undefined) {
+        this.admitted--;
+        this.limits.release(admittedAs.user, admittedAs.database);
+        admittedAs = undefined;
       }
-    };
-    raw.once('close', uncount);
+    });
     try {
       const result = await runLogin(socket, {
         auth: options.auth,
@@ -175,12 +195,9 @@ export class ProxyServer {
           detail: `max_client_conn is ${options.maxClientConnections}`,
         });
       }
-      const releaseLimits = this.limits.admit(result.user, result.database);
+      this.limits.admit(result.user, result.database);
       this.admitted++;
-      socket.once('close', () => {
-        this.admitted--;
-        releaseLimits();
-      });
+      admittedAs = { user: result.user, database: result.database };
       const replication = result.parameters.get('replication');
       if (replication !== undefined && !/^(false|off|no|0)$/i.test(replication)) {
         throw new ProxyError(
@@ -202,36 +219,58 @@ export class ProxyServer {
 
       const processId = this.newProcessId();
       const secretKey = randomInt(-0x80000000, 0x7fffffff);
-      const welcome: Buffer[] = [];
       // What the server connections run with, with the client's own startup settings on top:
       // Sluice applies those on whichever server the client gets.
-      const reported = new Map(serverParameters);
+      let reported: Map<string, string> | undefined;
       for (const [key, value] of result.parameters) {
         const name = reportedName(serverParameters, key);
-        if (name !== undefined && startup.has(key.toLowerCase())) reported.set(name, value);
+        if (name !== undefined && startup.has(key.toLowerCase()) && serverParameters.get(name) !== value) {
+          reported ??= new Map(serverParameters);
+          reported.set(name, value);
+        }
       }
-      for (const [name, value] of reported) welcome.push(createParameterStatus(name, value));
-      welcome.push(createBackendKeyData(processId, secretKey), READY_FOR_QUERY.I);
-      socket.write(Buffer.concat(welcome));
+      const keyData = createBackendKeyData(processId, secretKey);
+      if (reported === undefined) {
+        const shared = this.sharedWelcome(serverParameters);
+        socket.write(Buffer.concat([shared.bytes, keyData, READY_FOR_QUERY.I]));
+      } else {
+        const welcome: Buffer[] = [];
+        for (const [name, value] of reported) welcome.push(createParameterStatus(name, value));
+        welcome.push(keyData, READY_FOR_QUERY.I);
+        socket.write(Buffer.concat(welcome));
+      }
 
       const session = new ClientSession(socket, {
         pool,
         mode: options.poolMode,
         processId,
         secretKey,
-        parameters: reported,
+        parameters: reported ?? this.sharedWelcome(serverParameters).parameters,
         maxMessageBytes: options.maxMessageBytes,
-        hooks: { onSessionClosed: (s) => this.sessions.delete(s.processId) },
+        hooks: this.sessionHooks,
         startup,
         cache: options.cache,
         rules: options.rules,
         metrics: options.metrics,
       });
       this.sessions.set(processId, session);
+      // The session has its own 'error' listener from here on (under TLS the raw socket keeps it).
+      if (socket === raw) raw.off('error', onLoginSocketError);
       session.start(result.leftover);
     } catch (err) {
       this.refuse(socket, err);
     }
+  }
+
+  private sharedWelcome(serverParameters: ReadonlyMap<string, string>): SharedWelcome {
+    let shared = this.sharedWelcomes.get(serverParameters);
+    if (shared === undefined) {
+      const parameters = new Map(serverParameters);
+      const bytes = Buffer.concat([...parameters].map(([name, value]) => createParameterStatus(name, value)));
+      shared = { parameters, bytes };
+      this.sharedWelcomes.set(serverParameters, shared);
+    }
+    return shared;
   }
 
   private refuse(socket: Socket, err: unknown): void {

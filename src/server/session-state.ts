@@ -343,8 +343,14 @@ function searchPathOf(sql: string): string | undefined {
  * returns to) and those it SET since. Changes wait until the statement that made them is known
  * to have committed (ReadyForQuery 'I' with no error on the way).
  */
+/**
+ * No settings: shared by every client that has none (most), so an idle client carries no Map of
+ * its own. Never written to: SessionSettings replaces it before its first set.
+ */
+export const NO_SETTINGS: ReadonlyMap<string, string> = new Map<string, string>();
+
 export class SessionSettings {
-  private readonly sets = new Map<string, string>();
+  private sets = NO_SETTINGS as Map<string, string>;
   private pending: SessionEffect[] = [];
   private failed = false;
   signature = '';
@@ -397,6 +403,7 @@ export class SessionSettings {
     for (const effect of effects) {
       switch (effect.kind) {
         case 'set':
+          if (this.sets === NO_SETTINGS) this.sets = new Map();
           this.sets.delete(effect.name);
           this.sets.set(effect.name, effect.sql);
           break;
