@@ -133,7 +133,7 @@ export async function run(opts) {
       };
     };
     for (const target of targets) {
-      const w = await drive(target, opts.quick ? 1 : 2, false);
+      const w = await drive(target, opts.quick ? 1 : 5, false);
       if (w.error) throw new Error(`${target.id} warm-up failed: ${w.error}`);
     }
     const rounds = opts.quick ? 1 : ROUNDS;
