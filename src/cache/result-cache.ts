@@ -125,7 +125,7 @@ function sameContext(a: CacheContext, b: CacheContext): boolean {
   );
 }
 
-/** Statement kinds whose simple-protocol texts are judged by their literal shape. */
+/** Write kinds whose simple-protocol texts are judged by their literal shape (as SELECT is). */
 const WRITE_KINDS: ReadonlySet<string> = new Set(['insert', 'update', 'delete', 'merge']);
 
 export class ResultCache {
