@@ -15,5 +15,5 @@ COPY --from=build /src/dist ./dist
 COPY rules ./rules
 USER node
 EXPOSE 6432 9187
-ENTRYPOINT ["node", "dist/cli.js"]
+ENTRYPOINT ["node", "--no-concurrent-recompilation", "dist/cli.js"]
 CMD ["serve", "--listen", "0.0.0.0:6432", "--http", "0.0.0.0:9187"]

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-concurrent-recompilation
 // Owns the command line: parses flags with commander and hands them to the config loader and
 // startSluice. No logic lives here beyond wiring and signal handling.
 // First: V8 flags that must be in force before the rest is loaded.

@@ -39,7 +39,9 @@ export async function startSluice(upstream, { poolSize = 20, profile = false, ex
   url.port = String(upstream.port);
   url.username = encodeURIComponent(upstream.user);
   url.password = encodeURIComponent(upstream.password);
-  const nodeArgs = [];
+  // The V8 flags the `sluice` command's shebang gives node (src/node-startup-flags.ts).
+  const { NODE_STARTUP_FLAGS } = await import(path.join(REPO_ROOT, 'dist/node-startup-flags.js'));
+  const nodeArgs = [...NODE_STARTUP_FLAGS];
   if (profile) {
     await mkdir(PROFILE_DIR, { recursive: true });
     nodeArgs.push('--cpu-prof', '--cpu-prof-dir', PROFILE_DIR);

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { NODE_STARTUP_FLAGS } from '../../src/node-startup-flags.js';
 import { pgInfo } from './harness/database.js';
 import { startProxy } from './harness/proxy.js';
 import { describeWithRedis } from './harness/redis.js';
@@ -145,6 +146,45 @@ describeWithRedis('sluice serve with --redis', (redis) => {
       expect(await s.loaded()).toContain('ioredis');
     } finally {
       await s.stop();
+    }
+  });
+});
+
+describe('the sluice command', () => {
+  it('runs node with the startup-only V8 flags from its shebang', async () => {
+    const { host, port, user, password } = pgInfo();
+    const upstream = `postgres://${user}:${encodeURIComponent(password)}@${host}:${port}/postgres`;
+    // dist/cli.js run as a program, as the installed `sluice` command is.
+    const child = spawn(
+      CLI,
+      ['serve', '--listen', '127.0.0.1:0', '--upstream', upstream, '--auth', 'trust'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      let text = '';
+      const proxyPort = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`sluice did not start: ${text}`)), 30_000);
+        const onData = (d: Buffer) => {
+          text += d;
+          const m = /@127\.0\.0\.1:(\d+)\//.exec(text);
+          if (m) {
+            clearTimeout(timer);
+            resolve(Number(m[1]));
+          }
+        };
+        child.stdout!.on('data', onData);
+        child.stderr!.on('data', onData);
+        child.once('exit', (code) => reject(new Error(`sluice exited ${code}: ${text}`)));
+      });
+      const argv = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0');
+      for (const flag of NODE_STARTUP_FLAGS) expect(argv.slice(0, argv.indexOf(CLI))).toContain(flag);
+      await selectOne(proxyPort);
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
     }
   });
 });
