@@ -29,12 +29,14 @@ export interface FrameHandler {
 }
 
 const HEADER_BYTES = 5;
+/** Never pushed to: `held` is replaced by a new array whenever bytes are held back. */
+const NOTHING_HELD: Buffer[] = [];
 
 export class FrameReader {
   /** Bytes of an uninspected frame still to pass through, carried over from earlier chunks. */
   private skipBytes = 0;
   /** Bytes held back (an incomplete header or inspected frame) and how many are needed. */
-  private held: Buffer[] = [];
+  private held: Buffer[] = NOTHING_HELD;
   private heldBytes = 0;
   private heldNeed = 0;
   private broken = false;
@@ -63,7 +65,7 @@ export class FrameReader {
       if (this.heldBytes < this.heldNeed) return;
       // Copy only now, once the held frame (or header) is complete.
       buf = Buffer.concat(this.held, this.heldBytes);
-      this.held = [];
+      this.held = NOTHING_HELD;
       this.heldBytes = 0;
       this.heldNeed = 0;
     }

@@ -120,12 +120,17 @@ export interface ClientSessionOptions {
   parameters: ReadonlyMap<string, string>;
   maxMessageBytes: number;
   hooks: SessionHooks;
-  /** The client's own startup settings, replayed on whichever server it gets. */
-  startup?: ReadonlyMap<string, string>;
+  /** The client's settings, starting from its startup ones; replayed on whichever server it gets. */
+  settings?: SessionSettings;
   cache?: ResultCache | undefined;
   rules?: RuleEngine | undefined;
   metrics?: SluiceMetrics | undefined;
 }
+
+// Shared and empty until a session has something to put in them (ownQueue, onNotification):
+// most of 10 000 idle clients never do. Only ever read or emptied, never added to.
+const NOTHING_QUEUED: QueuedItem[] = [];
+const NO_NOTIFICATIONS: Buffer[] = [];
 
 /** The session a client socket belongs to, for the listener functions all sockets share. */
 const SESSION = Symbol('sluice.clientSession');
@@ -166,7 +171,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private clientInCopyIn = false;
   private transactionStatus = STATUS_IDLE;
   /** Runs of client bytes waiting for a server connection, or held behind a verification. */
-  private queued: QueuedItem[] = [];
+  private queued: QueuedItem[] = NOTHING_QUEUED;
   /**
    * A statement re-parsed after DDL whose row type is being compared: until its verdict, what the
    * client sends next is held in `queued` (only ever after DDL, never on the common path).
@@ -187,12 +192,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   /** An extended-protocol LISTEN/UNLISTEN batch Sluice is answering itself, until its Sync. */
   private hubBatch: HubBatch | undefined;
   private usedHub = false;
-  private pendingNotifications: Buffer[] = [];
+  private pendingNotifications: Buffer[] = NO_NOTIFICATIONS;
   private frameStart = 0;
   private frameFlushed = true;
   /** Set when the session did something that ties it to its server (e.g. a temp table). */
   pinnedReason: string | undefined;
-  private readonly statements: ClientStatements;
+  /** Made at the first request: a client that only ever idles never needs one. */
+  private statementsValue: ClientStatements | undefined;
   private readonly settings: SessionSettings;
   /** Set while a Query waits for the shared cache tier or for an identical read in flight. */
   private cacheParked = false;
@@ -247,8 +253,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.cache = options.cache;
     this.rules = options.rules;
     this.metrics = options.metrics;
-    this.statements = new ClientStatements(options.metrics?.statementCache);
-    this.settings = new SessionSettings(options.startup ?? NO_SETTINGS);
+    this.settings = options.settings ?? new SessionSettings(NO_SETTINGS);
     this.reader = new FrameReader(CLIENT_INSPECT, this.maxMessageBytes);
     (socket as SessionSocket)[SESSION] = this;
     socket.on('data', onSocketData);
@@ -282,12 +287,24 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     return this.acquiring;
   }
 
+  /** The client's prepared statements and what each pending reply is to become. */
+  private get statements(): ClientStatements {
+    this.statementsValue ??= new ClientStatements(this.metrics?.statementCache);
+    return this.statementsValue;
+  }
+
   /** Per-request timing and digests; undefined with metrics off. An idle client never makes one. */
   private get observer(): QueryObserver | undefined {
     if (this.observerValue === undefined && this.metrics !== undefined) {
       this.observerValue = this.metrics.observer(this.pool.database, this.pool.user);
     }
     return this.observerValue;
+  }
+
+  /** The queue, made the session's own before anything is put in it. */
+  private ownQueue(): QueuedItem[] {
+    if (this.queued === NOTHING_QUEUED) this.queued = [];
+    return this.queued;
   }
 
   /** One ReadyForQuery will answer a request just counted. */
@@ -575,12 +592,12 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         }
         return;
       }
-      this.queued.push(run);
+      this.ownQueue().push(run);
       // A verdict may have been waiting to see what follows a held Bind.
       if (this.holding?.result !== undefined) this.resolveHold();
       return;
     }
-    this.queued.push(run);
+    this.ownQueue().push(run);
     // A LISTEN/UNLISTEN or a cache lookup is being answered: what follows waits its turn.
     if (this.hubCommand !== undefined || this.cacheParked) return;
     this.acquireForQueued();
@@ -612,7 +629,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     const v = this.holding;
     const server = this.server;
     if (!v || !server || this.closed) return;
-    if (!this.statements.resolveVerification(v, this.queued, server)) return;
+    if (!this.statements.resolveVerification(v, this.ownQueue(), server)) return;
     this.holding = undefined;
     if (!this.writeQueued(server)) this.waitForServerDrain(server);
   }
@@ -646,7 +663,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.server = server;
     server.attach(this);
     this.observer?.onAcquired();
-    const queued = this.queued;
+    const queued = this.ownQueue();
     // Before the client's own bytes: its settings (when the server runs someone else's) and the
     // statements its queued messages use that this server lacks.
     const ahead = this.statements.prepareServer(server, queued);
@@ -949,7 +966,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           return;
         }
         this.concurrencySlot = key;
-        this.queued.unshift(frame);
+        this.ownQueue().unshift(frame);
         this.resumeQueued();
       }),
     );
@@ -1195,7 +1212,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     } else {
       // Run it after all: lead a new flight unless someone else already does.
       if (!cache.inFlight(plan)) this.pendingCapture = cache.lead(plan);
-      this.queued.unshift(...frames);
+      this.ownQueue().unshift(...frames);
     }
     this.resumeQueued();
   }
@@ -1562,7 +1579,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.hubBatch === undefined
     )
       this.writeCached(frame);
-    else this.pendingNotifications.push(frame);
+    else {
+      if (this.pendingNotifications === NO_NOTIFICATIONS) this.pendingNotifications = [];
+      this.pendingNotifications.push(frame);
+    }
   }
 
   /** NotificationListener: the listening server went away, and with it what was sent meanwhile. */

@@ -248,7 +248,7 @@ export class ProxyServer {
         parameters: reported ?? this.sharedWelcome(serverParameters).parameters,
         maxMessageBytes: options.maxMessageBytes,
         hooks: this.sessionHooks,
-        startup,
+        settings,
         cache: options.cache,
         rules: options.rules,
         metrics: options.metrics,

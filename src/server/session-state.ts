@@ -349,9 +349,12 @@ function searchPathOf(sql: string): string | undefined {
  */
 export const NO_SETTINGS: ReadonlyMap<string, string> = new Map<string, string>();
 
+const NO_EFFECTS: SessionEffect[] = [];
+
 export class SessionSettings {
   private sets = NO_SETTINGS as Map<string, string>;
-  private pending: SessionEffect[] = [];
+  /** Shared and empty until the first note: most clients never SET anything. */
+  private pending: SessionEffect[] = NO_EFFECTS;
   private failed = false;
   signature = '';
   /** The settings that shape query output: part of every result-cache key. */
@@ -376,6 +379,7 @@ export class SessionSettings {
   }
 
   note(effect: SessionEffect): void {
+    if (this.pending === NO_EFFECTS) this.pending = [];
     this.pending.push(effect);
   }
 
@@ -395,7 +399,7 @@ export class SessionSettings {
   commit(): { serverSignature: string; forgetStatements: boolean } {
     const effects = this.pending;
     const failed = this.failed;
-    this.pending = [];
+    this.pending = NO_EFFECTS;
     this.failed = false;
     if (failed) return { serverSignature: this.signature, forgetStatements: false };
     let serverDiverged = false;
