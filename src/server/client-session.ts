@@ -37,6 +37,7 @@ import {
   type Verification,
 } from './client-statements.js';
 import { rollbackAndRelease } from './client-timeouts.js';
+import { CLOSE_UNNAMED_PORTAL, queryPortalMayBeFailed } from './query-portal-guard.js';
 import { classifyQuery, mayAffectSession, NO_SETTINGS, SessionSettings } from './session-state.js';
 import { staleAnswer } from './stale-answer.js';
 
@@ -169,6 +170,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private unsynced = false;
   private syncsSinceExecute = 0;
   private clientInCopyIn = false;
+  /** A Query went out since the last Bind/Execute: see query-portal-guard.ts. */
+  private queryPortal = false;
   private transactionStatus = STATUS_IDLE;
   /** Runs of client bytes waiting for a server connection, or held behind a verification. */
   private queued: QueuedItem[] = NOTHING_QUEUED;
@@ -418,6 +421,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         if (this.cache !== undefined && this.onQueryWithCache(this.cache, buf, start, end, cacheRule)) return;
         this.awaitingReady++;
         this.syncsSinceExecute = 0;
+        this.queryPortal = true;
         this.expectReady();
         // Query text: from after the header to before its terminating NUL.
         if (mayAffectSession(buf, start + 5, end - 1)) {
@@ -442,6 +446,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       case FrontendType.Execute:
         this.syncsSinceExecute = 0;
         this.unsynced = true;
+        if (this.queryPortal) {
+          this.beginFrame(buf, start);
+          this.closeQueryPortal();
+        }
         return;
       case FrontendType.Parse: {
         // Bytes first: the common statement is never decoded here.
@@ -479,6 +487,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.observer?.onBind(buf, start, end);
         if (this.statementWrites !== undefined) this.noteBoundWrites(buf, start, end);
         this.beginFrame(buf, start);
+        if (this.queryPortal) this.closeQueryPortal();
         // unsynced afterwards: a Bind starting a batch may be a LISTEN the hub answers.
         if (this.statements.onBind(buf, start, end, this)) this.runStart = end;
         this.unsynced = true;
@@ -538,6 +547,16 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         hint: length > 4 ? `the limit is max_message_bytes = ${this.maxMessageBytes}` : undefined,
       }),
     );
+  }
+
+  /** Before the first Bind/Execute after a Query (the frame begun): see query-portal-guard.ts. */
+  private closeQueryPortal(): void {
+    // During COPY IN a Close would only change which message PostgreSQL names in its error.
+    if (this.clientInCopyIn) return;
+    this.queryPortal = false;
+    if (!queryPortalMayBeFailed(this.awaitingReady, this.transactionStatus)) return;
+    this.statements.expectDroppedClose();
+    this.emit(CLOSE_UNNAMED_PORTAL);
   }
 
   /** Marks the frame ClientStatements may replace: emit() first flushes what precedes it. */

@@ -254,6 +254,11 @@ export class ClientStatements {
     return statement;
   }
 
+  /** Sluice sent a Close of its own (query-portal-guard.ts): its CloseComplete is dropped. */
+  expectDroppedClose(): void {
+    this.expected.push(DROP);
+  }
+
   /** A client's unnamed Parse Sluice answered itself goes to a server after all: drop its reply. */
   expectDroppedParse(): void {
     this.expected.push({ parse: '', drop: true, clientName: undefined });
