@@ -474,6 +474,12 @@ function startCanary(sluice, creds) {
           `select now() = statement_timestamp() as fresh, current_setting('TimeZone') as tz, count(*)::int as n from ${FUZZ_TABLE}`,
         );
         const row = r.rows[0];
+        if (row === undefined) {
+          // One row always: none means another request's answer reached this client.
+          throw new Error(
+            `canary answered without its row: command ${r.command}, ${r.rowCount} rows, fields ${r.fields.map((f) => f.name).join(',') || 'none'}`,
+          );
+        }
         timeZone ??= row.tz;
         if (!row.fresh || row.tz !== timeZone) {
           stats.dirty++;
