@@ -142,7 +142,12 @@ export class Pool {
    */
   release(server: ServerConnection, clean: boolean): void {
     server.detach();
-    if (!clean || server.closed || Date.now() - server.createdAt > this.settings.lifetimeMs) {
+    if (
+      !clean ||
+      server.closed ||
+      server.outOfSync ||
+      Date.now() - server.createdAt > this.settings.lifetimeMs
+    ) {
       this.discard(server);
       return;
     }

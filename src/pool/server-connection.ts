@@ -133,6 +133,12 @@ export class ServerConnection implements FrameHandler {
   closed = false;
   /** ReadyForQuery messages seen: the query_timeout sweep tells progress from a stall by it. */
   readyCount = 0;
+  /**
+   * A ReadyForQuery came that no owner was waiting for: the count of replies owed went wrong
+   * somewhere, and what this server sends next may belong to a request nobody made. It never
+   * serves another client (Pool.release discards it; an idle one is closed at once).
+   */
+  outOfSync = false;
 
   /** SET statements this connection runs with, as a signature clients compare against their own. */
   settingsSignature = '';
@@ -396,7 +402,8 @@ export class ServerConnection implements FrameHandler {
           }
         }
         const owner = this.owner;
-        if (owner?.onReadyForQuery(status)) {
+        if (owner === null) this.noteStrayReady(status);
+        else if (owner.onReadyForQuery(status)) {
           // Forward through this frame, then stop: later bytes belong to no client.
           if (end > this.runStart) owner.writeToClient(buf.subarray(this.runStart, end));
           this.runStart = end;
@@ -459,6 +466,16 @@ export class ServerConnection implements FrameHandler {
     }
   }
 
+  private noteStrayReady(status: number): void {
+    if (!this.outOfSync) {
+      logger.warn(
+        { server: this.id, status: String.fromCharCode(status), releasing: this.releasing !== null },
+        'server sent a ReadyForQuery nobody was waiting for; it will not be reused',
+      );
+    }
+    this.outOfSync = true;
+  }
+
   private swallowSilentReply(type: number, buf: Buffer, start: number, end: number): void {
     this.cut(buf, start, end);
     if (type === BackendType.ReadyForQuery) {
@@ -497,6 +514,9 @@ export class ServerConnection implements FrameHandler {
     if (releasing) {
       this.releasing = null;
       releasing.onServerReleasable(this);
+    } else if (this.outOfSync && owner === null && !this.closed) {
+      // Idle in the pool: gone before the pool can hand it to anyone.
+      this.close();
     }
   }
 
