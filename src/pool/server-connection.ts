@@ -466,6 +466,15 @@ export class ServerConnection implements FrameHandler {
     }
   }
 
+  /**
+   * A client sent what may or may not be answered: a Sync during COPY IN is ignored while the COPY
+   * lasts, answered once an error has ended it, and which one happens is the server's race. The
+   * count of replies owed is then a guess: the server serves no other client after this one.
+   */
+  distrustReplyCount(): void {
+    this.outOfSync = true;
+  }
+
   private noteStrayReady(status: number): void {
     if (!this.outOfSync) {
       logger.warn(

@@ -432,10 +432,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       }
       case FrontendType.Sync:
         // PostgreSQL ignores Sync during COPY IN; counting it would wait for a reply never sent.
+        // Unless bad data has already ended the COPY on the server: then it is answered.
         if (!this.clientInCopyIn) {
           this.awaitingReady++;
           this.syncsSinceExecute++;
           this.expectReady();
+        } else {
+          this.server?.distrustReplyCount();
         }
         this.unsynced = false;
         return;

@@ -1,11 +1,12 @@
 // A server that sends a ReadyForQuery nobody was waiting for has lost count of what it owes: what
 // it sends next may answer a request no client made. It must never serve another client (the
 // fuzzer's canary once got an answer without its row through a pooled server).
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pool, PoolWaiter } from '../../src/pool/pool.js';
 import type { ServerConnection, ServerOwner } from '../../src/pool/server-connection.js';
-import { createTestDatabase, dropTestDatabase, pgInfo } from './harness/database.js';
-import { startProxy, type TestProxy } from './harness/proxy.js';
+import { createTestDatabase, directClient, dropTestDatabase, pgInfo } from './harness/database.js';
+import { rawConnect, startProxy, startupMessage, type TestProxy } from './harness/proxy.js';
 
 let db: string;
 let proxy: TestProxy;
@@ -13,6 +14,9 @@ let proxy: TestProxy;
 beforeAll(async () => {
   db = await createTestDatabase('out_of_sync');
   proxy = await startProxy({ pool_mode: 'transaction', pool_size: 1 });
+  const c = await directClient(db);
+  await c.query('create table copied (note text)');
+  await c.end();
 });
 
 afterAll(async () => {
@@ -20,12 +24,40 @@ afterAll(async () => {
   if (db) await dropTestDatabase(db);
 });
 
-function query(sql: string): Buffer {
-  const body = Buffer.from(`${sql}\0`);
+function frame(type: string, body: string): Buffer {
+  const b = Buffer.from(body);
   const head = Buffer.alloc(5);
-  head.write('Q', 0, 'latin1');
-  head.writeInt32BE(4 + body.length, 1);
-  return Buffer.concat([head, body]);
+  head.write(type, 0, 'latin1');
+  head.writeInt32BE(4 + b.length, 1);
+  return Buffer.concat([head, b]);
+}
+const query = (sql: string) => frame('Q', `${sql}\0`);
+
+/** Reads whole messages from a raw socket until one of type `until` (or fails after 5 s). */
+function reader(socket: import('node:net').Socket) {
+  let buf = Buffer.alloc(0);
+  const waiting: (() => void)[] = [];
+  socket.on('data', (c: Buffer) => {
+    buf = Buffer.concat([buf, c]);
+    for (const w of waiting.splice(0)) w();
+  });
+  return async (until: string): Promise<string[]> => {
+    const types: string[] = [];
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
+        const type = String.fromCharCode(buf[0]!);
+        buf = buf.subarray(1 + buf.readInt32BE(1));
+        types.push(type);
+        if (type === until) return types;
+      }
+      if (Date.now() > deadline) throw new Error(`no ${until} after ${types.join(' ')}`);
+      await new Promise<void>((r) => {
+        waiting.push(r);
+        setTimeout(r, 100);
+      });
+    }
+  };
 }
 
 function acquire(pool: Pool): Promise<ServerConnection> {
@@ -87,5 +119,51 @@ describe('a server with a ReadyForQuery too many', () => {
     expect(next).not.toBe(server);
     expect(next.outOfSync).toBe(false);
     pool.release(next, true);
+  });
+});
+
+describe('Syncs sent during COPY IN', () => {
+  it('leave the server out of service: whether they are answered is a race with the COPY error', async () => {
+    const { user } = pgInfo();
+    const socket = await rawConnect(proxy.port);
+    const read = reader(socket);
+    try {
+      socket.write(startupMessage({ user, database: db }));
+      await read('Z');
+      socket.write(query('select pg_backend_pid()'));
+      await read('Z');
+      // The only server of the pool: whose backend is it?
+      const first = await directClient(db);
+      const { rows } = await first.query<{ pid: number }>(
+        "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'",
+      );
+      await first.end();
+      expect(rows).toHaveLength(1);
+      const copyPid = rows[0]!.pid;
+      socket.write(query('copy copied from stdin'));
+      expect(await read('G')).toContain('G');
+      // Two columns for a one-column table: the COPY fails on this row, and PostgreSQL answers
+      // the Syncs behind it that it reads after the error.
+      socket.write(Buffer.concat([frame('d', 'a\tb\n'), frame('S', ''), frame('S', '')]));
+      const reply = await read('Z');
+      expect(reply).toContain('E');
+
+      const next = new pg.Client({ host: proxy.host, port: proxy.port, user, database: db });
+      await next.connect();
+      try {
+        for (let i = 0; i < 5; i++) {
+          const r = await next.query<{ pid: number; n: number }>(
+            'select pg_backend_pid() as pid, $1::int as n',
+            [i],
+          );
+          expect(r.rows).toEqual([{ pid: r.rows[0]!.pid, n: i }]);
+          expect(r.rows[0]!.pid).not.toBe(copyPid);
+        }
+      } finally {
+        await next.end();
+      }
+    } finally {
+      socket.destroy();
+    }
   });
 });
