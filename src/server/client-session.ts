@@ -819,7 +819,9 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   }
 
   onCopyInResponse(): void {
-    // Syncs sent after the Execute that started COPY IN are ignored by the server.
+    // Syncs sent after the Execute that started COPY IN are ignored by the server, unless bad
+    // data sent with them ends the COPY first: then they are answered, and the count is a guess.
+    if (this.syncsSinceExecute > 0) this.server?.distrustReplyCount();
     this.statements.unexpectReady(Math.min(this.awaitingReady, this.syncsSinceExecute));
     this.observer?.unexpect(Math.min(this.awaitingReady, this.syncsSinceExecute));
     this.awaitingReady = Math.max(0, this.awaitingReady - this.syncsSinceExecute);

@@ -123,47 +123,58 @@ describe('a server with a ReadyForQuery too many', () => {
 });
 
 describe('Syncs sent during COPY IN', () => {
-  it('leave the server out of service: whether they are answered is a race with the COPY error', async () => {
-    const { user } = pgInfo();
-    const socket = await rawConnect(proxy.port);
-    const read = reader(socket);
-    try {
-      socket.write(startupMessage({ user, database: db }));
-      await read('Z');
-      socket.write(query('select pg_backend_pid()'));
-      await read('Z');
-      // The only server of the pool: whose backend is it?
-      const first = await directClient(db);
-      const { rows } = await first.query<{ pid: number }>(
-        "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'",
-      );
-      await first.end();
-      expect(rows).toHaveLength(1);
-      const copyPid = rows[0]!.pid;
-      socket.write(query('copy copied from stdin'));
-      expect(await read('G')).toContain('G');
-      // Two columns for a one-column table: the COPY fails on this row, and PostgreSQL answers
-      // the Syncs behind it that it reads after the error.
-      socket.write(Buffer.concat([frame('d', 'a\tb\n'), frame('S', ''), frame('S', '')]));
-      const reply = await read('Z');
-      expect(reply).toContain('E');
-
-      const next = new pg.Client({ host: proxy.host, port: proxy.port, user, database: db });
-      await next.connect();
+  it.each([
+    ['after the CopyInResponse', false],
+    ['pipelined with the COPY itself', true],
+  ])(
+    'leave the server out of service, sent %s: whether they are answered is a race with the COPY error',
+    async (_when, pipelined) => {
+      const { user } = pgInfo();
+      const socket = await rawConnect(proxy.port);
+      const read = reader(socket);
       try {
-        for (let i = 0; i < 5; i++) {
-          const r = await next.query<{ pid: number; n: number }>(
-            'select pg_backend_pid() as pid, $1::int as n',
-            [i],
-          );
-          expect(r.rows).toEqual([{ pid: r.rows[0]!.pid, n: i }]);
-          expect(r.rows[0]!.pid).not.toBe(copyPid);
+        socket.write(startupMessage({ user, database: db }));
+        await read('Z');
+        socket.write(query('select pg_backend_pid()'));
+        await read('Z');
+        // The only server of the pool: whose backend is it?
+        const first = await directClient(db);
+        const { rows } = await first.query<{ pid: number }>(
+          "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'",
+        );
+        await first.end();
+        expect(rows).toHaveLength(1);
+        const copyPid = rows[0]!.pid;
+        // Two columns for a one-column table: the COPY fails on this row, and PostgreSQL answers
+        // the Syncs behind it that it reads after the error.
+        const badRowAndSyncs = Buffer.concat([frame('d', 'a\tb\n'), frame('S', ''), frame('S', '')]);
+        if (pipelined) {
+          socket.write(Buffer.concat([query('copy copied from stdin'), badRowAndSyncs]));
+        } else {
+          socket.write(query('copy copied from stdin'));
+          expect(await read('G')).toContain('G');
+          socket.write(badRowAndSyncs);
+        }
+        const reply = await read('Z');
+        expect(reply).toContain('E');
+
+        const next = new pg.Client({ host: proxy.host, port: proxy.port, user, database: db });
+        await next.connect();
+        try {
+          for (let i = 0; i < 5; i++) {
+            const r = await next.query<{ pid: number; n: number }>(
+              'select pg_backend_pid() as pid, $1::int as n',
+              [i],
+            );
+            expect(r.rows).toEqual([{ pid: r.rows[0]!.pid, n: i }]);
+            expect(r.rows[0]!.pid).not.toBe(copyPid);
+          }
+        } finally {
+          await next.end();
         }
       } finally {
-        await next.end();
+        socket.destroy();
       }
-    } finally {
-      socket.destroy();
-    }
-  });
+    },
+  );
 });
