@@ -7,7 +7,14 @@ import type pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { VARIANTS } from '../../fuzz/repro/unnamed-portal-segv.mjs';
 import { createTestDatabase, directClient, dropTestDatabase, pgInfo } from './harness/database.js';
-import { rawConnect, startProxy, startupMessage, type TestProxy } from './harness/proxy.js';
+import {
+  frontendFrame,
+  rawConnect,
+  simpleQueryFrame,
+  startProxy,
+  startupMessage,
+  type TestProxy,
+} from './harness/proxy.js';
 
 let db: string;
 let proxy: TestProxy;
@@ -28,14 +35,8 @@ afterAll(async () => {
   if (db) await dropTestDatabase(db);
 });
 
-function frame(type: string, body: Buffer | string): Buffer {
-  const b = Buffer.from(body);
-  const head = Buffer.alloc(5);
-  head.write(type, 0, 'latin1');
-  head.writeInt32BE(4 + b.length, 1);
-  return Buffer.concat([head, b]);
-}
-const query = (sql: string) => frame('Q', `${sql}\0`);
+const frame = frontendFrame;
+const query = simpleQueryFrame;
 const parse = (sql: string) => frame('P', Buffer.concat([Buffer.from(`\0${sql}\0`), Buffer.alloc(2)]));
 const bind = () => frame('B', Buffer.alloc(8)); // unnamed portal and statement, no formats or values
 const execute = () => frame('E', Buffer.alloc(5)); // unnamed portal, no row limit

@@ -6,7 +6,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Pool, PoolWaiter } from '../../src/pool/pool.js';
 import type { ServerConnection, ServerOwner } from '../../src/pool/server-connection.js';
 import { createTestDatabase, directClient, dropTestDatabase, pgInfo } from './harness/database.js';
-import { rawConnect, startProxy, startupMessage, type TestProxy } from './harness/proxy.js';
+import {
+  frontendFrame,
+  rawConnect,
+  simpleQueryFrame,
+  startProxy,
+  startupMessage,
+  type TestProxy,
+} from './harness/proxy.js';
 
 let db: string;
 let proxy: TestProxy;
@@ -24,14 +31,8 @@ afterAll(async () => {
   if (db) await dropTestDatabase(db);
 });
 
-function frame(type: string, body: string): Buffer {
-  const b = Buffer.from(body);
-  const head = Buffer.alloc(5);
-  head.write(type, 0, 'latin1');
-  head.writeInt32BE(4 + b.length, 1);
-  return Buffer.concat([head, b]);
-}
-const query = (sql: string) => frame('Q', `${sql}\0`);
+const frame = frontendFrame;
+const query = simpleQueryFrame;
 
 /** Reads whole messages from a raw socket until one of type `until` (or fails after 5 s). */
 function reader(socket: import('node:net').Socket) {

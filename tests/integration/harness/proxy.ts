@@ -105,6 +105,18 @@ export function startupMessage(params: Record<string, string>, version = 196608)
   return Buffer.concat([head, body]);
 }
 
+/** One frontend message: its type byte, its length, its body. */
+export function frontendFrame(type: string, body: Buffer | string = ''): Buffer {
+  const b = Buffer.from(body);
+  const head = Buffer.alloc(5);
+  head.write(type, 0, 'latin1');
+  head.writeInt32BE(4 + b.length, 1);
+  return Buffer.concat([head, b]);
+}
+
+/** A simple Query message. */
+export const simpleQueryFrame = (sql: string): Buffer => frontendFrame('Q', `${sql}\0`);
+
 /** Runs psql against a connection string; resolves stdout, rejects with stderr in the error. */
 export async function psql(url: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
   const { stdout } = await execFileAsync('psql', [url, '-X', '-v', 'ON_ERROR_STOP=1', ...args], {
