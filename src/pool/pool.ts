@@ -142,6 +142,14 @@ export class Pool {
    */
   release(server: ServerConnection, clean: boolean): void {
     server.detach();
+    if (clean && server.sentPartialMessage && !server.closed) {
+      // The client's bookkeeping said it was between messages; the bytes say otherwise.
+      logger.warn(
+        { server: server.id, user: this.user, database: this.database },
+        'server released with part of a client message written to it; closing it',
+      );
+      clean = false;
+    }
     if (
       !clean ||
       server.closed ||

@@ -19,6 +19,7 @@ import { isMd5PasswordHash, md5Response } from '../protocol/md5-auth.js';
 import { ProxyError } from '../protocol/proxy-error.js';
 import { ScramClientSession } from '../protocol/scram.js';
 import { SqlState } from '../protocol/sqlstate.js';
+import { OutboundFrames } from './outbound-frames.js';
 import { LoginInterruptedError, openUpstreamSocket, type UpstreamTls } from './upstream-tls.js';
 
 export { LoginInterruptedError };
@@ -139,6 +140,8 @@ export class ServerConnection implements FrameHandler {
    * serves another client (Pool.release discards it; an idle one is closed at once).
    */
   outOfSync = false;
+  /** Where the bytes written so far stand: a server left mid-message serves no one else. */
+  private readonly outbound = new OutboundFrames();
 
   /** SET statements this connection runs with, as a signature clients compare against their own. */
   settingsSignature = '';
@@ -187,6 +190,11 @@ export class ServerConnection implements FrameHandler {
     return this.reader.isMidFrame;
   }
 
+  /** True when the bytes written to the server end inside a message (a client's, part-sent). */
+  get sentPartialMessage(): boolean {
+    return this.outbound.midMessage;
+  }
+
   /**
    * Asks PostgreSQL to cancel what this connection runs, over a connection of its own
    * (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-CANCELING-REQUESTS).
@@ -216,6 +224,7 @@ export class ServerConnection implements FrameHandler {
   }
 
   write(chunk: Buffer): boolean {
+    this.outbound.advance(chunk);
     return this.socket.write(chunk);
   }
 
@@ -253,7 +262,7 @@ export class ServerConnection implements FrameHandler {
   /** Sends a simple query ahead of the client's messages; its replies are dropped. */
   writeSilentQuery(query: Buffer): void {
     this.swallowing++;
-    this.socket.write(query);
+    this.write(query);
   }
 
   /** The schema epoch of this server's copy of a statement, or -1 (and marks it recently used). */
@@ -357,7 +366,7 @@ export class ServerConnection implements FrameHandler {
         return false;
       };
       this.owner = internal;
-      this.socket.write(serialize.query(sql));
+      this.write(serialize.query(sql));
     });
   }
 

@@ -1,0 +1,147 @@
+// A server holding the first part of a client's message must never serve another client: the
+// next client's bytes would complete that message, and PostgreSQL would read the rest as garbage
+// (the fuzzer's canary once got "invalid frontend message type 101" that way).
+import type { Socket } from 'node:net';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Pool, PoolWaiter } from '../../src/pool/pool.js';
+import type { ServerConnection } from '../../src/pool/server-connection.js';
+import { createTestDatabase, dropTestDatabase, pgInfo } from './harness/database.js';
+import {
+  frontendFrame,
+  rawConnect,
+  simpleQueryFrame,
+  startProxy,
+  startupMessage,
+  type TestProxy,
+} from './harness/proxy.js';
+
+let db: string;
+let proxy: TestProxy;
+
+beforeAll(async () => {
+  db = await createTestDatabase('partial_message');
+  proxy = await startProxy({ pool_mode: 'transaction', pool_size: 1 });
+});
+
+afterAll(async () => {
+  await proxy?.stop();
+  if (db) await dropTestDatabase(db);
+});
+
+/** Resolves with the types of the messages read up to and with one of type `until`. */
+function readUntil(socket: Socket, until: string): Promise<string[]> {
+  let buf = Buffer.alloc(0);
+  const types: string[] = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off('data', onData);
+      reject(new Error(`no ${until} after ${types.join(' ')}`));
+    }, 5000);
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
+        const type = String.fromCharCode(buf[0]!);
+        buf = buf.subarray(1 + buf.readInt32BE(1));
+        types.push(type);
+        if (type === until) {
+          clearTimeout(timer);
+          socket.off('data', onData);
+          resolve(types);
+          return;
+        }
+      }
+    };
+    socket.on('data', onData);
+  });
+}
+
+function acquire(pool: Pool): Promise<ServerConnection> {
+  return new Promise((resolve, reject) => {
+    const waiter: PoolWaiter = { onServerAcquired: resolve, onAcquireFailed: reject };
+    pool.acquire(waiter);
+  });
+}
+
+async function backendPid(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
+  return rows[0]!.pid;
+}
+
+describe('a server with part of a client message written to it', () => {
+  it('is closed when released as clean, and the next client gets a fresh one', async () => {
+    const pool = proxy.sluice.pools.get(db, pgInfo().user);
+    const server = await acquire(pool);
+    const pid = server.backendProcessId;
+    // The first 40 bytes of a 155-byte CopyData: PostgreSQL ignores CopyData outside COPY, so
+    // nothing answers it and nothing else marks the server as unusable.
+    const copyData = frontendFrame('d', 'x'.repeat(150));
+    server.write(copyData.subarray(0, 40));
+    expect(server.sentPartialMessage).toBe(true);
+    pool.release(server, true);
+    for (let i = 0; i < 100 && !server.closed; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(server.closed).toBe(true);
+
+    const next = await acquire(pool);
+    try {
+      expect(next).not.toBe(server);
+      expect(next.backendProcessId).not.toBe(pid);
+      expect(next.sentPartialMessage).toBe(false);
+    } finally {
+      pool.release(next, true);
+    }
+  });
+
+  it('a whole message after the partial one puts the server back at a boundary', async () => {
+    const pool = proxy.sluice.pools.get(db, pgInfo().user);
+    const server = await acquire(pool);
+    const copyData = frontendFrame('d', 'x'.repeat(150));
+    server.write(copyData.subarray(0, 40));
+    server.write(Buffer.concat([copyData.subarray(40), simpleQueryFrame('select 1')]));
+    expect(server.sentPartialMessage).toBe(false);
+    pool.release(server, false);
+  });
+
+  it('through Sluice: a client that leaves mid-message costs its server, not the next client', async () => {
+    const { user } = pgInfo();
+    const socket = await rawConnect(proxy.port);
+    let firstPid: number;
+    try {
+      socket.write(startupMessage({ user, database: db }));
+      await readUntil(socket, 'Z');
+      socket.write(simpleQueryFrame('select pg_backend_pid()'));
+      await readUntil(socket, 'Z');
+      const probe = await acquireAndRelease();
+      firstPid = probe;
+      // A FunctionCall for a function that does not exist (answered with an error and
+      // ReadyForQuery), then the first part of a CopyData, the rest of which never comes.
+      const call = Buffer.alloc(10);
+      call.writeInt32BE(258, 0);
+      const copyData = frontendFrame('d', 'x'.repeat(150));
+      socket.write(Buffer.concat([frontendFrame('F', call), copyData.subarray(0, 98)]));
+      expect(await readUntil(socket, 'Z')).toEqual(['E', 'Z']);
+    } finally {
+      socket.destroy();
+    }
+    const next = new pg.Client({ host: proxy.host, port: proxy.port, user, database: db });
+    await next.connect();
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await next.query<{ n: number }>('select $1::int as n', [i]);
+        expect(r.rows).toEqual([{ n: i }]);
+      }
+      expect(await backendPid(next)).not.toBe(firstPid);
+    } finally {
+      await next.end();
+    }
+  });
+});
+
+/** The backend pid of the pool's only server, seen from outside while it is idle. */
+async function acquireAndRelease(): Promise<number> {
+  const pool = proxy.sluice.pools.get(db, pgInfo().user);
+  const server = await acquire(pool);
+  const pid = server.backendProcessId;
+  pool.release(server, true);
+  return pid;
+}
