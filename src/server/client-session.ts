@@ -170,8 +170,13 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
   private unsynced = false;
   private syncsSinceExecute = 0;
   private clientInCopyIn = false;
-  /** A Query went out since the last Bind/Execute: see query-portal-guard.ts. */
+  /**
+   * The unnamed portal may still be a failed Query's (see query-portal-guard.ts): set by a Query,
+   * cleared once the Query's answer is in and left no failed block.
+   */
   private queryPortal = false;
+  /** The guard's Close went out after the last Query and Sync: this batch's Executes are covered. */
+  private queryPortalClosedInBatch = false;
   private transactionStatus = STATUS_IDLE;
   /** Runs of client bytes waiting for a server connection, or held behind a verification. */
   private queued: QueuedItem[] = NOTHING_QUEUED;
@@ -422,6 +427,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.awaitingReady++;
         this.syncsSinceExecute = 0;
         this.queryPortal = true;
+        this.queryPortalClosedInBatch = false;
         this.expectReady();
         // Query text: from after the header to before its terminating NUL.
         if (mayAffectSession(buf, start + 5, end - 1)) {
@@ -441,6 +447,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
           this.server?.distrustReplyCount();
         }
         this.unsynced = false;
+        this.queryPortalClosedInBatch = false;
         return;
       case FrontendType.FunctionCall:
         this.awaitingReady++;
@@ -449,7 +456,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       case FrontendType.Execute:
         this.syncsSinceExecute = 0;
         this.unsynced = true;
-        if (this.queryPortal) {
+        if (this.queryPortal && !this.queryPortalClosedInBatch) {
           this.beginFrame(buf, start);
           this.closeQueryPortal();
         }
@@ -490,7 +497,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
         this.observer?.onBind(buf, start, end);
         if (this.statementWrites !== undefined) this.noteBoundWrites(buf, start, end);
         this.beginFrame(buf, start);
-        if (this.queryPortal) this.closeQueryPortal();
+        if (this.queryPortal && !this.queryPortalClosedInBatch) this.closeQueryPortal();
         // unsynced afterwards: a Bind starting a batch may be a LISTEN the hub answers.
         if (this.statements.onBind(buf, start, end, this)) this.runStart = end;
         this.unsynced = true;
@@ -552,12 +559,21 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     );
   }
 
-  /** Before the first Bind/Execute after a Query (the frame begun): see query-portal-guard.ts. */
+  /**
+   * Before the first Bind/Execute of each batch (the frame begun) while the unnamed portal may be a
+   * failed Query's: see query-portal-guard.ts. Once per batch, not once per Query: an error
+   * earlier in the batch makes PostgreSQL skip the Close up to the Sync, and an Execute of ""
+   * after that Sync would find the failed portal still there (the fuzzer's route past a
+   * once-per-Query guard). Within the batch, an Execute that runs proves the Close ran before it.
+   */
   private closeQueryPortal(): void {
     // During COPY IN a Close would only change which message PostgreSQL names in its error.
     if (this.clientInCopyIn) return;
-    this.queryPortal = false;
-    if (!queryPortalMayBeFailed(this.awaitingReady, this.transactionStatus)) return;
+    if (!queryPortalMayBeFailed(this.awaitingReady, this.transactionStatus)) {
+      this.queryPortal = false;
+      return;
+    }
+    this.queryPortalClosedInBatch = true;
     this.statements.expectDroppedClose();
     this.emit(CLOSE_UNNAMED_PORTAL);
   }

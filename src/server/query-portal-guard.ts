@@ -7,8 +7,10 @@
 // message; an Execute of "" (no Bind in between) then reads the freed list and, for a utility
 // statement, follows a freed pointer: SIGSEGV, and the postmaster restarts every backend. The
 // protocol says a simple Query destroys the unnamed portal, so Sluice closes it (Close 'P' "")
-// before the client's next Bind or Execute whenever it may still be that failed one: PostgreSQL
-// then answers the Execute with its own 34000 `portal "" does not exist`, as documented.
+// before the first Bind or Execute of every batch (up to a Sync) while it may still be that failed
+// one: PostgreSQL then answers the Execute with its own 34000 `portal "" does not exist`, as
+// documented. Every batch, because an error earlier in a batch makes PostgreSQL skip the Close
+// with the rest of it (the fuzzer found that route past a guard that closed once per Query).
 
 const STATUS_FAILED = 0x45; // ReadyForQuery 'E': in a failed transaction block
 

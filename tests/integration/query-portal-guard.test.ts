@@ -153,3 +153,37 @@ it('still runs a ROLLBACK bound in the failed block, and a pipelined Query + ext
     socket.destroy();
   }
 });
+
+it('closes again in a later batch: an error earlier in its own batch makes PostgreSQL skip the Close', async () => {
+  // The live fuzzer's route past the first guard (a per-server trace matched to the crashed PID):
+  // in the failed block, a Parse fails, so PostgreSQL skips everything up to the Sync, the
+  // guard's Close included; an Execute of "" after that Sync, with no Bind, then still found the
+  // failed Query's portal.
+  const { socket, until } = await rawClient();
+  try {
+    const frames = [
+      query('begin'),
+      query('lock table query_portal_missing'),
+      query('select 1'),
+      parse('select 2'),
+      bind(),
+      execute(),
+      sync(),
+      execute(),
+      sync(),
+    ];
+    socket.write(Buffer.concat(frames));
+    const replies = await until(readies(frames));
+    const errors = replies.filter((m) => m.type === 'E').map((m) => m.code);
+    // BEGIN ok; 42P01 for the LOCK; 25P02 for the Query and for the Parse; then the lone
+    // Execute gets PostgreSQL's 34000: no portal left to run.
+    expect(errors).toEqual(['42P01', '25P02', '25P02', '34000']);
+    expect(replies.at(-1)).toEqual({ type: 'Z', text: 'E' });
+    socket.write(Buffer.concat([query('rollback'), query('select 1')]));
+    const after = await until(2);
+    expect(after.filter((m) => m.type === 'C').map((m) => m.text)).toEqual(['ROLLBACK', 'SELECT 1']);
+    await expectPostgresUntouched();
+  } finally {
+    socket.destroy();
+  }
+});
