@@ -567,8 +567,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
    * once-per-Query guard). Within the batch, an Execute that runs proves the Close ran before it.
    */
   private closeQueryPortal(): void {
-    // During COPY IN a Close would only change which message PostgreSQL names in its error.
-    if (this.clientInCopyIn) return;
+    // Even during what looks like COPY IN: a client that pipelines COPY FROM STDIN with its end
+    // looks in COPY from the CopyInResponse until the next error or ReadyForQuery, while the
+    // server is long out of it (the fuzzer's second route). In a real COPY IN the Close only
+    // changes which message PostgreSQL names in its error.
     if (!queryPortalMayBeFailed(this.awaitingReady, this.transactionStatus)) {
       this.queryPortal = false;
       return;
@@ -780,6 +782,8 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.timedPrefixLength = 0;
     if (this.concurrencySlot !== undefined && this.awaitingReady === 0) this.releaseConcurrencySlot();
     this.transactionStatus = status;
+    // The server is out of any COPY by now (a pipelined one ends before the client hears of it).
+    this.clientInCopyIn = false;
     this.observer?.onReady();
     this.statements.onReadyForQuery();
     if (this.ddlPending && status === STATUS_IDLE) {

@@ -187,3 +187,34 @@ it('closes again in a later batch: an error earlier in its own batch makes Postg
     socket.destroy();
   }
 });
+
+it('closes even while a pipelined COPY IN looks open: the COPY had already ended on the server', async () => {
+  // The fuzzer's second route: the client pipelined COPY FROM STDIN with its CopyDone, so the
+  // CopyInResponse came back after the COPY's end had gone out. Sluice took the client to be in
+  // COPY IN and skipped the Close, and the Execute met the failed Query's portal.
+  const { socket, until } = await rawClient();
+  const c = await directClient(db);
+  try {
+    await c.query('create table if not exists query_portal_copied (note text)');
+    const frames = [
+      query('copy query_portal_copied from stdin'),
+      frame('c', ''),
+      query('begin'),
+      // A utility statement that fails while executing, slowly: the Execute goes out meanwhile.
+      query("do $$ begin perform pg_sleep(0.3); raise exception 'boom'; end $$"),
+    ];
+    socket.write(Buffer.concat(frames));
+    const first = await until(2);
+    expect(first.filter((m) => m.type === 'C').map((m) => m.text)).toEqual(['COPY 0', 'BEGIN']);
+    socket.write(Buffer.concat([query('select 1'), execute(), sync()]));
+    const replies = await until(3);
+    const errors = replies.filter((m) => m.type === 'E').map((m) => m.code);
+    expect(errors).toEqual(['P0001', '25P02', '34000']);
+    socket.write(query('rollback'));
+    await until(1);
+    await expectPostgresUntouched();
+  } finally {
+    await c.end();
+    socket.destroy();
+  }
+});
