@@ -332,6 +332,15 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     this.observer?.onCommandComplete(buf, start, end);
   }
 
+  /**
+   * Both streams are between messages: the client's as read, and what reached the server. They
+   * differ when a client is refused on a message in the chunk that also ended a part-sent one:
+   * that rest was read but never written (the fuzzer's route to a server handed on mid-message).
+   */
+  private atMessageBoundary(server: ServerConnection): boolean {
+    return !this.reader.isMidFrame && !server.sentPartialMessage;
+  }
+
   /** True while the client is between transactions with nothing in flight. */
   get isIdle(): boolean {
     return (
@@ -371,7 +380,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (this.closed || this.waitState !== 'in-transaction') return;
     if (server) {
       this.server = null;
-      rollbackAndRelease(this.pool, server, !this.reader.isMidFrame && this.pinnedReason === undefined);
+      rollbackAndRelease(this.pool, server, this.atMessageBoundary(server) && this.pinnedReason === undefined);
     }
     this.fail(
       new ProxyError(
@@ -799,6 +808,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (this.terminating) return this.awaitingReady === 0;
     if (this.awaitingReady > 0 || this.unsynced || this.clientInCopyIn || this.reader.isMidFrame)
       return false;
+    if (this.server?.sentPartialMessage) return false;
     if (this.shuttingDown) return status === STATUS_IDLE;
     if (this.pinnedReason !== undefined) return false;
     switch (this.mode) {
@@ -829,7 +839,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       return;
     }
     if (this.terminating) {
-      this.pool.release(server, this.isIdle && !this.reader.isMidFrame);
+      this.pool.release(server, this.isIdle && this.atMessageBoundary(server));
       this.close();
       return;
     }
@@ -1880,7 +1890,7 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.server = null;
       // Anything unanswered, an open transaction or pinned state makes the server unusable
       // for anyone else.
-      this.pool.release(server, this.isIdle && !this.reader.isMidFrame && this.pinnedReason === undefined);
+      this.pool.release(server, this.isIdle && this.atMessageBoundary(server) && this.pinnedReason === undefined);
     }
     if (!this.socket.destroyed) {
       // Drain and discard whatever the client still sends, so its FIN is read even when the

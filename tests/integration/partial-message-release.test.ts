@@ -137,6 +137,44 @@ describe('a server with part of a client message written to it', () => {
   });
 });
 
+describe('a client failed on a message right after finishing a part-sent one', () => {
+  it('does not hand on its server: the rest of the message was read, never written', async () => {
+    // The route the fuzzer's per-server trace showed: the head of a CopyData goes out, then a
+    // chunk with its rest and a message type PostgreSQL does not know. Sluice refuses the client
+    // (08P01) before forwarding that chunk, so its reader is at a boundary, the server is not.
+    const { user } = pgInfo();
+    const socket = await rawConnect(proxy.port);
+    const firstPid = await acquireAndRelease();
+    try {
+      socket.write(startupMessage({ user, database: db }));
+      await readUntil(socket, 'Z');
+      const copyData = frontendFrame('d', 'x'.repeat(150));
+      socket.write(Buffer.concat([simpleQueryFrame('select 1'), copyData.subarray(0, 60)]));
+      await readUntil(socket, 'Z');
+      socket.write(Buffer.concat([copyData.subarray(60), frontendFrame('Z', '')]));
+      expect(await readUntil(socket, 'E')).toEqual(['E']);
+    } finally {
+      socket.destroy();
+    }
+    // A swallowed query never gets an answer: fail in seconds, not at the test timeout.
+    const next = new pg.Client({
+      host: proxy.host,
+      port: proxy.port,
+      user,
+      database: db,
+      query_timeout: 5000,
+    });
+    await next.connect();
+    try {
+      const r = await next.query<{ n: number }>('select $1::int as n', [7]);
+      expect(r.rows).toEqual([{ n: 7 }]);
+      expect(await backendPid(next)).not.toBe(firstPid);
+    } finally {
+      await next.end();
+    }
+  });
+});
+
 /** The backend pid of the pool's only server, seen from outside while it is idle. */
 async function acquireAndRelease(): Promise<number> {
   const pool = proxy.sluice.pools.get(db, pgInfo().user);
