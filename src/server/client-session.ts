@@ -380,7 +380,11 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
     if (this.closed || this.waitState !== 'in-transaction') return;
     if (server) {
       this.server = null;
-      rollbackAndRelease(this.pool, server, this.atMessageBoundary(server) && this.pinnedReason === undefined);
+      rollbackAndRelease(
+        this.pool,
+        server,
+        this.atMessageBoundary(server) && this.pinnedReason === undefined,
+      );
     }
     this.fail(
       new ProxyError(
@@ -1890,7 +1894,10 @@ export class ClientSession implements FrameHandler, ServerOwner, PoolWaiter {
       this.server = null;
       // Anything unanswered, an open transaction or pinned state makes the server unusable
       // for anyone else.
-      this.pool.release(server, this.isIdle && this.atMessageBoundary(server) && this.pinnedReason === undefined);
+      this.pool.release(
+        server,
+        this.isIdle && this.atMessageBoundary(server) && this.pinnedReason === undefined,
+      );
     }
     if (!this.socket.destroyed) {
       // Drain and discard whatever the client still sends, so its FIN is read even when the
