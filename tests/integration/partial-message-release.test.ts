@@ -1,14 +1,13 @@
 // A server holding the first part of a client's message must never serve another client: the
 // next client's bytes would complete that message, and PostgreSQL would read the rest as garbage
 // (the fuzzer's canary once got "invalid frontend message type 101" that way).
-import type { Socket } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Pool, PoolWaiter } from '../../src/pool/pool.js';
-import type { ServerConnection } from '../../src/pool/server-connection.js';
 import { createTestDatabase, dropTestDatabase, pgInfo } from './harness/database.js';
 import {
+  acquireServer as acquire,
   frontendFrame,
+  messageReader,
   rawConnect,
   simpleQueryFrame,
   startProxy,
@@ -28,40 +27,6 @@ afterAll(async () => {
   await proxy?.stop();
   if (db) await dropTestDatabase(db);
 });
-
-/** Resolves with the types of the messages read up to and with one of type `until`. */
-function readUntil(socket: Socket, until: string): Promise<string[]> {
-  let buf = Buffer.alloc(0);
-  const types: string[] = [];
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      socket.off('data', onData);
-      reject(new Error(`no ${until} after ${types.join(' ')}`));
-    }, 5000);
-    const onData = (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
-        const type = String.fromCharCode(buf[0]!);
-        buf = buf.subarray(1 + buf.readInt32BE(1));
-        types.push(type);
-        if (type === until) {
-          clearTimeout(timer);
-          socket.off('data', onData);
-          resolve(types);
-          return;
-        }
-      }
-    };
-    socket.on('data', onData);
-  });
-}
-
-function acquire(pool: Pool): Promise<ServerConnection> {
-  return new Promise((resolve, reject) => {
-    const waiter: PoolWaiter = { onServerAcquired: resolve, onAcquireFailed: reject };
-    pool.acquire(waiter);
-  });
-}
 
 async function backendPid(client: pg.Client): Promise<number> {
   const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
@@ -105,12 +70,13 @@ describe('a server with part of a client message written to it', () => {
   it('through Sluice: a client that leaves mid-message costs its server, not the next client', async () => {
     const { user } = pgInfo();
     const socket = await rawConnect(proxy.port);
+    const read = messageReader(socket);
     let firstPid: number;
     try {
       socket.write(startupMessage({ user, database: db }));
-      await readUntil(socket, 'Z');
+      await read('Z');
       socket.write(simpleQueryFrame('select pg_backend_pid()'));
-      await readUntil(socket, 'Z');
+      await read('Z');
       const probe = await acquireAndRelease();
       firstPid = probe;
       // A FunctionCall for a function that does not exist (answered with an error and
@@ -119,7 +85,7 @@ describe('a server with part of a client message written to it', () => {
       call.writeInt32BE(258, 0);
       const copyData = frontendFrame('d', 'x'.repeat(150));
       socket.write(Buffer.concat([frontendFrame('F', call), copyData.subarray(0, 98)]));
-      expect(await readUntil(socket, 'Z')).toEqual(['E', 'Z']);
+      expect(await read('Z')).toEqual(['E', 'Z']);
     } finally {
       socket.destroy();
     }
@@ -144,15 +110,16 @@ describe('a client failed on a message right after finishing a part-sent one', (
     // (08P01) before forwarding that chunk, so its reader is at a boundary, the server is not.
     const { user } = pgInfo();
     const socket = await rawConnect(proxy.port);
+    const read = messageReader(socket);
     const firstPid = await acquireAndRelease();
     try {
       socket.write(startupMessage({ user, database: db }));
-      await readUntil(socket, 'Z');
+      await read('Z');
       const copyData = frontendFrame('d', 'x'.repeat(150));
       socket.write(Buffer.concat([simpleQueryFrame('select 1'), copyData.subarray(0, 60)]));
-      await readUntil(socket, 'Z');
+      await read('Z');
       socket.write(Buffer.concat([copyData.subarray(60), frontendFrame('Z', '')]));
-      expect(await readUntil(socket, 'E')).toEqual(['E']);
+      expect(await read('E')).toEqual(['E']);
     } finally {
       socket.destroy();
     }

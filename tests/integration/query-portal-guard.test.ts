@@ -107,6 +107,17 @@ async function expectPostgresUntouched(): Promise<void> {
   expect(rows[0]!.pid).toBe(bystanderPid);
 }
 
+/** The client leaves the failed block and queries again; PostgreSQL never restarted. */
+async function expectRecovered(
+  socket: Socket,
+  until: (readies: number) => Promise<Message[]>,
+): Promise<void> {
+  socket.write(Buffer.concat([query('rollback'), query('select 1')]));
+  const after = await until(2);
+  expect(after.filter((m) => m.type === 'C').map((m) => m.text)).toEqual(['ROLLBACK', 'SELECT 1']);
+  await expectPostgresUntouched();
+}
+
 it.each(Object.entries(VARIANTS))(
   'answers 34000 to the Execute after a failed Query in a block, PostgreSQL survives (%s)',
   async (_name, frames: Buffer[]) => {
@@ -120,10 +131,7 @@ it.each(Object.entries(VARIANTS))(
       expect(errors).toHaveLength(3);
       expect(replies.filter((m) => m.type === '3')).toEqual([]);
       expect(replies.at(-1)).toEqual({ type: 'Z', text: 'E' });
-      socket.write(Buffer.concat([query('rollback'), query('select 1')]));
-      const after = await until(2);
-      expect(after.filter((m) => m.type === 'C').map((m) => m.text)).toEqual(['ROLLBACK', 'SELECT 1']);
-      await expectPostgresUntouched();
+      await expectRecovered(socket, until);
     } finally {
       socket.destroy();
     }
@@ -179,10 +187,7 @@ it('closes again in a later batch: an error earlier in its own batch makes Postg
     // Execute gets PostgreSQL's 34000: no portal left to run.
     expect(errors).toEqual(['42P01', '25P02', '25P02', '34000']);
     expect(replies.at(-1)).toEqual({ type: 'Z', text: 'E' });
-    socket.write(Buffer.concat([query('rollback'), query('select 1')]));
-    const after = await until(2);
-    expect(after.filter((m) => m.type === 'C').map((m) => m.text)).toEqual(['ROLLBACK', 'SELECT 1']);
-    await expectPostgresUntouched();
+    await expectRecovered(socket, until);
   } finally {
     socket.destroy();
   }

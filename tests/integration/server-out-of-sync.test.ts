@@ -3,12 +3,14 @@
 // fuzzer's canary once got an answer without its row through a pooled server).
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Pool, PoolWaiter } from '../../src/pool/pool.js';
-import type { ServerConnection, ServerOwner } from '../../src/pool/server-connection.js';
+import type { Pool } from '../../src/pool/pool.js';
+import type { ServerOwner } from '../../src/pool/server-connection.js';
 import { createTestDatabase, directClient, dropTestDatabase, pgInfo } from './harness/database.js';
 import {
+  acquireServer as acquire,
   frontendFrame,
   rawConnect,
+  messageReader as reader,
   simpleQueryFrame,
   startProxy,
   startupMessage,
@@ -33,40 +35,6 @@ afterAll(async () => {
 
 const frame = frontendFrame;
 const query = simpleQueryFrame;
-
-/** Reads whole messages from a raw socket until one of type `until` (or fails after 5 s). */
-function reader(socket: import('node:net').Socket) {
-  let buf = Buffer.alloc(0);
-  const waiting: (() => void)[] = [];
-  socket.on('data', (c: Buffer) => {
-    buf = Buffer.concat([buf, c]);
-    for (const w of waiting.splice(0)) w();
-  });
-  return async (until: string): Promise<string[]> => {
-    const types: string[] = [];
-    const deadline = Date.now() + 5000;
-    for (;;) {
-      while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
-        const type = String.fromCharCode(buf[0]!);
-        buf = buf.subarray(1 + buf.readInt32BE(1));
-        types.push(type);
-        if (type === until) return types;
-      }
-      if (Date.now() > deadline) throw new Error(`no ${until} after ${types.join(' ')}`);
-      await new Promise<void>((r) => {
-        waiting.push(r);
-        setTimeout(r, 100);
-      });
-    }
-  };
-}
-
-function acquire(pool: Pool): Promise<ServerConnection> {
-  return new Promise((resolve, reject) => {
-    const waiter: PoolWaiter = { onServerAcquired: resolve, onAcquireFailed: reject };
-    pool.acquire(waiter);
-  });
-}
 
 const readies = (chunks: Buffer[]) => {
   const all = Buffer.concat(chunks);

@@ -6,6 +6,8 @@ import { promisify } from 'node:util';
 import { type RunningSluice, startSluice } from '../../../src/app.js';
 import { loadConfig } from '../../../src/config/load.js';
 import type { ConfigInput } from '../../../src/config/schema.js';
+import type { Pool, PoolWaiter } from '../../../src/pool/pool.js';
+import type { ServerConnection } from '../../../src/pool/server-connection.js';
 import { pgInfo } from './database.js';
 
 export const execFileAsync = promisify(execFile);
@@ -116,6 +118,44 @@ export function frontendFrame(type: string, body: Buffer | string = ''): Buffer 
 
 /** A simple Query message. */
 export const simpleQueryFrame = (sql: string): Buffer => frontendFrame('Q', `${sql}\0`);
+
+/**
+ * Reads whole backend messages off a raw socket, keeping what follows for the next call: the
+ * returned function resolves with the types read up to and with one of type `until`.
+ */
+export function messageReader(socket: Socket): (until: string) => Promise<string[]> {
+  let buf = Buffer.alloc(0);
+  const waiting: (() => void)[] = [];
+  socket.on('data', (c: Buffer) => {
+    buf = Buffer.concat([buf, c]);
+    for (const w of waiting.splice(0)) w();
+  });
+  return async (until) => {
+    const types: string[] = [];
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
+        const type = String.fromCharCode(buf[0]!);
+        buf = buf.subarray(1 + buf.readInt32BE(1));
+        types.push(type);
+        if (type === until) return types;
+      }
+      if (Date.now() > deadline) throw new Error(`no ${until} after ${types.join(' ')}`);
+      await new Promise<void>((r) => {
+        waiting.push(r);
+        setTimeout(r, 100);
+      });
+    }
+  };
+}
+
+/** A server connection straight from a pool, as a client session would get one. */
+export function acquireServer(pool: Pool): Promise<ServerConnection> {
+  return new Promise((resolve, reject) => {
+    const waiter: PoolWaiter = { onServerAcquired: resolve, onAcquireFailed: reject };
+    pool.acquire(waiter);
+  });
+}
 
 /** Runs psql against a connection string; resolves stdout, rejects with stderr in the error. */
 export async function psql(url: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
